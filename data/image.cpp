@@ -1,0 +1,175 @@
+#include "data/image.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "common/error.h"
+
+namespace zsad::data {
+
+ImageFormat sniff_format(const std::vector<uint8_t>& b) {
+  if (b.size() >= 8 && b[0] == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G') return ImageFormat::kPng;
+  if (b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return ImageFormat::kJpeg;
+  if (b.size() >= 2 && b[0] == 'B' && b[1] == 'M') return ImageFormat::kBmp;
+  if (b.size() >= 4 && ((b[0] == 'I' && b[1] == 'I' && b[2] == 42 && b[3] == 0) ||
+                        (b[0] == 'M' && b[1] == 'M' && b[2] == 0 && b[3] == 42)))
+    return ImageFormat::kTiff;
+  return ImageFormat::kUnknown;
+}
+
+const char* format_name(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::kPng: return "PNG";
+    case ImageFormat::kJpeg: return "JPEG";
+    case ImageFormat::kBmp: return "BMP";
+    case ImageFormat::kTiff: return "TIFF";
+    default: return "unknown";
+  }
+}
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw Error(path + ": cannot open file (missing or unreadable)");
+  const std::streamsize size = in.tellg();
+  if (size < 0) throw Error(path + ": cannot determine file size");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
+    throw Error(path + ": read failed");
+  return bytes;
+}
+
+void check_complete(const std::string& path, const std::vector<uint8_t>& b) {
+  if (b.empty()) throw Error(path + ": empty file (0 bytes)");
+  const ImageFormat f = sniff_format(b);
+  switch (f) {
+    case ImageFormat::kUnknown:
+      throw Error(path + ": not a PNG, JPEG, BMP or TIFF image (unrecognised header)");
+    case ImageFormat::kJpeg: {
+      // Encoders may pad after EOI; tolerate a little zero/whitespace padding, nothing else.
+      size_t end = b.size();
+      size_t skipped = 0;
+      while (end > 2 && skipped < 4096 && (b[end - 1] == 0 || b[end - 1] == '\n' || b[end - 1] == '\r' || b[end - 1] == ' ')) {
+        --end;
+        ++skipped;
+      }
+      if (end < 4 || b[end - 2] != 0xFF || b[end - 1] != 0xD9)
+        throw Error(path + ": truncated JPEG (no end-of-image marker FFD9 at the end of the file)");
+      break;
+    }
+    case ImageFormat::kPng: {
+      const size_t tail = b.size() < 64 ? b.size() : 64;
+      bool found = false;
+      for (size_t i = b.size() - tail; i + 4 <= b.size(); ++i)
+        if (std::memcmp(&b[i], "IEND", 4) == 0) { found = true; break; }
+      if (!found) throw Error(path + ": truncated PNG (no IEND chunk at the end of the file)");
+      break;
+    }
+    case ImageFormat::kBmp: {
+      if (b.size() < 14) throw Error(path + ": truncated BMP (header incomplete)");
+      const uint32_t declared = uint32_t(b[2]) | uint32_t(b[3]) << 8 | uint32_t(b[4]) << 16 | uint32_t(b[5]) << 24;
+      if (declared > b.size())
+        throw Error(path + ": truncated BMP (" + std::to_string(b.size()) + " bytes, header declares " +
+                    std::to_string(declared) + ")");
+      break;
+    }
+    case ImageFormat::kTiff:
+      break;  // strip offsets are checked by the decoder itself
+  }
+}
+
+namespace {
+
+cv::Mat decode_raw(const std::string& path, const std::vector<uint8_t>& bytes, int flags) {
+  check_complete(path, bytes);
+  cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
+  cv::Mat m;
+  try {
+    m = cv::imdecode(buf, flags);
+  } catch (const cv::Exception& e) {
+    throw Error(path + ": cannot decode " + format_name(sniff_format(bytes)) + " image: " + e.what());
+  }
+  if (m.empty()) throw Error(path + ": cannot decode " + std::string(format_name(sniff_format(bytes))) + " image (corrupt data)");
+  return m;
+}
+
+Image from_mat(const cv::Mat& m) {
+  Image out(m.cols, m.rows, m.channels());
+  for (int y = 0; y < m.rows; ++y)
+    std::memcpy(out.row(y), m.ptr<uint8_t>(y), static_cast<size_t>(m.cols) * m.channels());
+  return out;
+}
+
+}  // namespace
+
+Image decode_image(const std::string& path, const std::vector<uint8_t>& bytes) {
+  cv::Mat bgr = decode_raw(path, bytes, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
+  if (bgr.depth() != CV_8U) throw Error(path + ": unsupported pixel depth (expected 8-bit)");
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return from_mat(rgb);
+}
+
+Image read_image(const std::string& path) { return decode_image(path, read_file_bytes(path)); }
+
+Image decode_mask(const std::string& path, const std::vector<uint8_t>& bytes) {
+  cv::Mat m = decode_raw(path, bytes, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  Image out(m.cols, m.rows, 1);
+  const int ch = m.channels();
+  const int colour = ch >= 3 ? 3 : 1;  // an alpha channel does not make a pixel anomalous
+  for (int y = 0; y < m.rows; ++y) {
+    uint8_t* o = out.row(y);
+    for (int x = 0; x < m.cols; ++x) {
+      bool on = false;
+      if (m.depth() == CV_8U) {
+        const uint8_t* p = m.ptr<uint8_t>(y) + static_cast<size_t>(x) * ch;
+        if (colour == 3) {
+          // PIL convert('L') (ITU-R 601-2, fixed point) then > 0, as the references do; p is BGR.
+          const uint32_t l = (uint32_t(p[2]) * 19595u + uint32_t(p[1]) * 38470u + uint32_t(p[0]) * 7471u + 0x8000u) >> 16;
+          on = l > 0;
+        } else {
+          on = p[0] > 0;
+        }
+      } else if (m.depth() == CV_16U) {
+        const uint16_t* p = m.ptr<uint16_t>(y) + static_cast<size_t>(x) * ch;
+        for (int c = 0; c < colour; ++c) on = on || p[c] > 0;
+      } else {
+        throw Error(path + ": unsupported mask pixel depth (expected 8- or 16-bit)");
+      }
+      o[x] = on ? 255 : 0;
+    }
+  }
+  return out;
+}
+
+Image read_mask(const std::string& path) { return decode_mask(path, read_file_bytes(path)); }
+
+std::vector<uint8_t> encode_png(const Image& image, int compression) {
+  if (image.channels != 1 && image.channels != 3) throw Error("encode_png: expected 1 or 3 channels");
+  cv::Mat m(image.height, image.width, image.channels == 1 ? CV_8UC1 : CV_8UC3,
+            const_cast<uint8_t*>(image.pixels.data()));
+  cv::Mat out = m;
+  if (image.channels == 3) cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
+  std::vector<uint8_t> bytes;
+  if (!cv::imencode(".png", out, bytes, {cv::IMWRITE_PNG_COMPRESSION, compression}))
+    throw Error("encode_png: OpenCV failed to encode");
+  return bytes;
+}
+
+void write_png(const std::string& path, const Image& image, int compression) {
+  const std::vector<uint8_t> bytes = encode_png(image, compression);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw Error(path + ": cannot open for writing");
+  const size_t n = std::fwrite(bytes.data(), 1, bytes.size(), f);
+  const bool ok = std::fclose(f) == 0 && n == bytes.size();
+  if (!ok) throw Error(path + ": write failed");
+}
+
+void set_single_threaded_decoding() { cv::setNumThreads(1); }
+
+}  // namespace zsad::data
