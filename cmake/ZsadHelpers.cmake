@@ -30,8 +30,16 @@ function(zsad_test name)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 180)
   endif()
+  # An empty LABELS value would shift the PROPERTIES key/value list (ENVIRONMENT became a label
+  # and no test saw ZSAD_*); add LABELS only when given.
+  set(label_props)
+  if(ARG_LABELS)
+    set(label_props LABELS "${ARG_LABELS}")
+  endif()
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
-    ENVIRONMENT "ZSAD_SOURCE_DIR=${PROJECT_SOURCE_DIR};ZSAD_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared;ZSAD_PYTHON=${ZSAD_PYTHON};ZSAD_BINARY=$<TARGET_FILE:zsad>;OMP_NUM_THREADS=1")
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} ${label_props}
+    # Escaped ';' keeps the five variables one ENVIRONMENT value (unescaped, gtest_discover_tests
+    # splits them into separate property names and only every other variable reached the tests).
+    ENVIRONMENT "ZSAD_SOURCE_DIR=${PROJECT_SOURCE_DIR}\\;ZSAD_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared\\;ZSAD_PYTHON=${ZSAD_PYTHON}\\;ZSAD_BINARY=$<TARGET_FILE:zsad>\\;OMP_NUM_THREADS=1")
 endfunction()
