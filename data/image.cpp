@@ -1,5 +1,6 @@
 #include "data/image.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -161,13 +162,42 @@ std::vector<uint8_t> encode_png(const Image& image, int compression) {
   return bytes;
 }
 
-void write_png(const std::string& path, const Image& image, int compression) {
-  const std::vector<uint8_t> bytes = encode_png(image, compression);
+namespace {
+void write_all(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw Error(path + ": cannot open for writing");
   const size_t n = std::fwrite(bytes.data(), 1, bytes.size(), f);
   const bool ok = std::fclose(f) == 0 && n == bytes.size();
   if (!ok) throw Error(path + ": write failed");
+}
+}  // namespace
+
+void write_png(const std::string& path, const Image& image, int compression) {
+  write_all(path, encode_png(image, compression));
+}
+
+std::vector<uint8_t> encode_image(const Image& image, const std::string& extension, int jpeg_quality) {
+  std::string ext;
+  for (char c : extension) ext += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!ext.empty() && ext[0] != '.') ext = "." + ext;
+  if (ext == ".png") return encode_png(image);
+  if (ext != ".jpg" && ext != ".jpeg" && ext != ".bmp" && ext != ".tif" && ext != ".tiff")
+    throw Error("encode_image: unsupported extension '" + extension + "' (png, jpg, jpeg, bmp, tif, tiff)");
+  if (image.channels != 1 && image.channels != 3) throw Error("encode_image: expected 1 or 3 channels");
+  cv::Mat m(image.height, image.width, image.channels == 1 ? CV_8UC1 : CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
+  cv::Mat out = m;
+  if (image.channels == 3) cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
+  std::vector<uint8_t> bytes;
+  std::vector<int> params;
+  if (ext == ".jpg" || ext == ".jpeg") params = {cv::IMWRITE_JPEG_QUALITY, jpeg_quality};
+  if (!cv::imencode(ext, out, bytes, params)) throw Error("encode_image: OpenCV failed to encode " + ext);
+  return bytes;
+}
+
+void write_image(const std::string& path, const Image& image, int jpeg_quality) {
+  const size_t dot = path.find_last_of('.');
+  if (dot == std::string::npos) throw Error(path + ": no file extension to choose the image format");
+  write_all(path, encode_image(image, path.substr(dot), jpeg_quality));
 }
 
 void set_single_threaded_decoding() { cv::setNumThreads(1); }

@@ -49,6 +49,10 @@ Image decode_mask(const std::string& path, const std::vector<uint8_t>& bytes);
 void write_png(const std::string& path, const Image& image, int compression = 3);
 std::vector<uint8_t> encode_png(const Image& image, int compression = 3);
 
+// Encode by extension (.png, .jpg/.jpeg, .bmp, .tif/.tiff, any case); JPEG at `jpeg_quality`.
+std::vector<uint8_t> encode_image(const Image& image, const std::string& extension, int jpeg_quality = 95);
+void write_image(const std::string& path, const Image& image, int jpeg_quality = 95);
+
 // Call once in every loader worker thread: OpenCV's own TBB pool would oversubscribe the cores.
 void set_single_threaded_decoding();
 
