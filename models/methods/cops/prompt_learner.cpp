@@ -1,0 +1,101 @@
+#include "models/methods/cops/prompt_learner.h"
+
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+
+namespace zsad::models::cops {
+
+at::Tensor prompt_token_ids(const CopsOptions& o) {
+  std::vector<int64_t> ids(kContextLength, 0);
+  size_t i = 0;
+  ids[i++] = kSotId;
+  for (int64_t k = 0; k < o.learnable_tokens(); ++k) ids[i++] = kXId;
+  if (!o.icts) ids[i++] = kObjectId;  // code's vae_length=0 prompt "X ... X object."
+  ids[i++] = kDotId;
+  ids[i++] = kEotId;
+  if (i > static_cast<size_t>(kContextLength))
+    throw Error("method.cops.n_ctx: prompt of " + std::to_string(i) + " tokens exceeds the context length 77");
+  return at::tensor(ids, at::kLong);
+}
+
+PromptLearner PromptLearner::init(const CopsOptions& o, const TextTower& tower, at::Generator gen) {
+  if (!tower.embed_tokens || !tower.encode) throw Error("cops: the text tower callables are not set");
+  PromptLearner p;
+  const int64_t T = o.learnable_tokens();
+  p.token_ids = prompt_token_ids(o);
+  at::Tensor emb;
+  {
+    at::NoGradGuard no_grad;
+    emb = tower.embed_tokens(p.token_ids).detach().to(at::kFloat).clone();
+  }
+  const int64_t W = emb.size(-1);
+  if (emb.dim() != 2 || emb.size(0) != kContextLength)
+    throw Error("cops: text tower embed_tokens returned shape " + std::to_string(emb.dim()) + "-d, expected [77, width]");
+  if (W != o.feature_dim)
+    throw Error("method.cops.feature_dim: " + std::to_string(o.feature_dim) + " differs from the text width " +
+                std::to_string(W) + " (CoPS adds image-space vectors to token embeddings)");
+  p.token_prefix = emb.narrow(0, 0, 1).clone();
+  p.token_suffix = emb.narrow(0, 1 + T, kContextLength - 1 - T).clone();
+  p.ctx_pos = at::empty({1, 1, T, W}, at::kFloat);
+  p.ctx_pos.normal_(0.0, o.init_std, gen);
+  p.ctx_neg = at::empty({1, 1, T, W}, at::kFloat);
+  p.ctx_neg.normal_(0.0, o.init_std, gen);
+  for (int64_t d = 0; d < o.deep_prompt_depth; ++d) {
+    at::Tensor t = at::empty({o.deep_prompt_length, W}, at::kFloat);
+    t.normal_(0.0, o.init_std, gen);
+    p.compound_prompts_text.push_back(t);
+  }
+  return p;
+}
+
+at::Tensor PromptLearner::assemble(const CopsOptions& o, const at::Tensor& state_normal,
+                                   const at::Tensor& state_anomaly, const at::Tensor& cls, int64_t batch,
+                                   int64_t R) const {
+  const int64_t C = o.context_tokens(), M = o.num_prototypes, T = o.learnable_tokens();
+  const int64_t W = ctx_pos.size(-1);
+  auto one = [&](const at::Tensor& ctx, const at::Tensor& state) {
+    std::vector<at::Tensor> parts;
+    parts.push_back(token_prefix.view({1, 1, 1, W}).expand({batch, R, 1, W}));
+    parts.push_back(ctx.narrow(2, 0, C).expand({batch, R, C, W}));
+    at::Tensor st = ctx.narrow(2, C, M);
+    if (state.defined()) st = st + state.view({batch, 1, M, W});
+    parts.push_back(st.expand({batch, R, M, W}));
+    if (T > o.n_ctx) {
+      at::Tensor cl = ctx.narrow(2, o.n_ctx, T - o.n_ctx);
+      if (cls.defined()) cl = cl + cls.view({batch, R, 1, W});
+      parts.push_back(cl.expand({batch, R, T - o.n_ctx, W}));
+    }
+    parts.push_back(token_suffix.view({1, 1, -1, W}).expand({batch, R, token_suffix.size(0), W}));
+    return at::cat(parts, 2);
+  };
+  return at::cat({one(ctx_pos, state_normal), one(ctx_neg, state_anomaly)}, 1);
+}
+
+at::Tensor PromptLearner::encode(const CopsOptions& o, const TextTower& tower, const at::Tensor& prompts) const {
+  const int64_t B = prompts.size(0), N2 = prompts.size(1), W = prompts.size(3);
+  const int64_t eot = token_ids.argmax().item<int64_t>();
+  const int64_t L = o.text_context == 0 ? eot + 1 : std::min<int64_t>(o.text_context, kContextLength);
+  if (L <= eot) throw Error("method.cops.text_context: " + std::to_string(L) + " cuts off the EOT token at " + std::to_string(eot));
+  at::Tensor x = prompts.narrow(2, 0, L).reshape({B * N2, L, W});
+  at::Tensor ids = token_ids.narrow(0, 0, L).view({1, L}).expand({B * N2, L});
+  at::Tensor y = tower.encode(x, ids, compound_prompts_text, o.deep_prompt_fp16);
+  y = y / y.norm(2, {-1}, true);
+  y = y.reshape({B, 2, N2 / 2, y.size(-1)}).mean(2);
+  return y / y.norm(2, {-1}, true);
+}
+
+void PromptLearner::collect(NamedTensorRefs& out) {
+  out.push_back({"ctx_pos", &ctx_pos});
+  out.push_back({"ctx_neg", &ctx_neg});
+  for (size_t i = 0; i < compound_prompts_text.size(); ++i)
+    out.push_back({"compound_prompts_text." + std::to_string(i), &compound_prompts_text[i]});
+}
+
+void PromptLearner::collect_buffers(NamedTensorRefs& out) {
+  out.push_back({"token_ids", &token_ids});
+  out.push_back({"token_prefix", &token_prefix});
+  out.push_back({"token_suffix", &token_suffix});
+}
+
+}  // namespace zsad::models::cops
