@@ -30,16 +30,23 @@ function(zsad_test name)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 180)
   endif()
-  # An empty LABELS value would shift the PROPERTIES key/value list (ENVIRONMENT became a label
-  # and no test saw ZSAD_*); add LABELS only when given.
+  # An empty LABELS value would shift the PROPERTIES key/value list; add LABELS only when given.
   set(label_props)
   if(ARG_LABELS)
     set(label_props LABELS "${ARG_LABELS}")
   endif()
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} ${label_props}
-    # Escaped ';' keeps the five variables one ENVIRONMENT value (unescaped, gtest_discover_tests
-    # splits them into separate property names and only every other variable reached the tests).
-    ENVIRONMENT "ZSAD_SOURCE_DIR=${PROJECT_SOURCE_DIR}\\;ZSAD_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared\\;ZSAD_PYTHON=${ZSAD_PYTHON}\\;ZSAD_BINARY=$<TARGET_FILE:zsad>\\;OMP_NUM_THREADS=1")
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} ${label_props})
+  # The environment is set by a ctest include file that runs after discovery, over the discovered
+  # test list (${name}_TESTS): passed through gtest_discover_tests' PROPERTIES, the ';'-separated
+  # ENVIRONMENT list is split into separate property names and every other variable is lost.
+  set(env_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_environment.cmake)
+  file(GENERATE OUTPUT ${env_file} CONTENT
+"if(${name}_TESTS)
+  set_tests_properties(\${${name}_TESTS} PROPERTIES ENVIRONMENT
+    \"ZSAD_SOURCE_DIR=${PROJECT_SOURCE_DIR};ZSAD_SHARED_DIR=${PROJECT_SOURCE_DIR}/../shared;ZSAD_PYTHON=${ZSAD_PYTHON};ZSAD_BINARY=$<TARGET_FILE:zsad>;OMP_NUM_THREADS=1\")
+endif()
+")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${env_file})
 endfunction()

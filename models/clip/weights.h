@@ -32,4 +32,13 @@ StateDict read_safetensors(const std::string& path);
 // Returns the entries whose key starts with `prefix`, with the prefix removed.
 StateDict strip_prefix(const StateDict& sd, const std::string& prefix);
 
+// Added by the weight readers (additive, existing signatures unchanged):
+// "torchscript" / "torch.save" / "safetensors", for messages.
+const char* weight_format_name(WeightFormat f);
+
+// open_clip's convention for training checkpoints: keep only the "state_dict." sub-dict when
+// there is one (dropping optimizer/epoch entries), then drop a "module." (DDP) prefix when every
+// key has it. A plain state dict is returned unchanged.
+StateDict unwrap_checkpoint(const StateDict& sd);
+
 }  // namespace zsad::models
