@@ -1,0 +1,62 @@
+// zsad run EXPERIMENT [overrides...]: compose, validate, create the run directory, run the job.
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "common/exit_codes.h"
+#include "launch/cli/args.h"
+#include "launch/cli/command.h"
+#include "launch/config/compose.h"
+#include "launch/config/schema.h"
+#include "launch/config/yaml_io.h"
+#include "launch/jobs/runner.h"
+#include "launch/sweep/sweep.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+int run_run(const std::vector<std::string>& tokens) {
+  zsad::cli::Args args(
+      "zsad run EXPERIMENT [overrides...] [--cfg] [--help-config]\n"
+      "  EXPERIMENT: a YAML file or a name under ./experiments/; overrides use Hydra's grammar (docs/config.md)");
+  args.toggle("cfg", "print the resolved config and exit (nothing runs)")
+      .toggle("help-config", "list every config key with type, default and doc, and exit")
+      .toggle("help-tasks", "list the registered job runners (task.name) and exit")
+      .positionals("EXPERIMENT [overrides...]", 0);
+  args.parse(tokens);
+  if (args.on("help-config")) {
+    std::cout << zsad::config::schema_registry().help();
+    return zsad::kExitSuccess;
+  }
+  if (args.on("help-tasks")) {
+    for (const auto& [name, e] : zsad::launch::job_runner_registry()) std::cout << "  " << name << "  " << e.doc << "\n";
+    return zsad::kExitSuccess;
+  }
+  if (args.rest().empty()) throw zsad::UsageError("missing EXPERIMENT");
+  zsad::config::ComposeRequest req;
+  req.experiment = args.rest()[0];
+  req.overrides.assign(args.rest().begin() + 1, args.rest().end());
+  zsad::config::Composed c = zsad::config::compose(req);
+  if (args.on("cfg")) {
+    zsad::config::EmitOptions eo;
+    eo.escape_interpolation = true;
+    std::cout << zsad::config::to_yaml(c.config, eo);
+    return zsad::kExitSuccess;
+  }
+  zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
+  std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,
+                                                  std::time(nullptr));
+  // Two runs started in the same second get distinct directories.
+  std::string unique = dir;
+  for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
+  fs::create_directories(unique);
+  std::cerr << "zsad run: " << unique << "\n";
+  zsad::launch::RunOptions opts;
+  opts.tee = true;
+  return zsad::launch::run_single(unique, c.config, req.overrides, opts);
+}
+
+}  // namespace
+
+ZSAD_COMMAND("run", "compose an experiment (+ overrides), create outputs/<exp>/<date>/<time>/, run its task", run_run);
