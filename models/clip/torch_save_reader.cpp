@@ -570,11 +570,18 @@ class Unpickler {
     if (offset < 0) error(at, "negative storage offset");
     bool empty = false;
     unsigned __int128 last = static_cast<unsigned __int128>(offset);
+    unsigned __int128 count = 1;
+    bool too_big = false;
     for (size_t d = 0; d < sizes.size(); ++d) {
       if (sizes[d] < 0 || strides[d] < 0) error(at, "negative tensor size or stride");
       if (sizes[d] == 0) empty = true;
+      // Each term is < 2^126 and the running values are capped below, so nothing overflows.
       last += static_cast<unsigned __int128>(sizes[d] > 0 ? sizes[d] - 1 : 0) * static_cast<uint64_t>(strides[d]);
+      count *= static_cast<uint64_t>(sizes[d]);
+      if (last > (static_cast<unsigned __int128>(1) << 62)) too_big = true, last = static_cast<unsigned __int128>(1) << 62;
+      if (count > (static_cast<unsigned __int128>(1) << 62)) too_big = true, count = static_cast<unsigned __int128>(1) << 62;
     }
+    if (too_big && !empty) error(at, "tensor size is implausibly large");
     if (!empty && last >= static_cast<unsigned __int128>(st->numel)) {
       error(at, "tensor view exceeds its storage '" + st->key + "' (" + std::to_string(st->numel) + " elements)");
     }

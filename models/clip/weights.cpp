@@ -27,10 +27,18 @@ std::string one_line(const std::exception& e) {
   // backtrace lines; keep the first non-empty line.
   size_t begin = msg.find_first_not_of(" \t\r\n");
   if (begin == std::string::npos) return "unknown error";
-  size_t end = msg.find_first_of("\r\n", begin);
+  size_t end = msg.find_first_of(std::string("\r\n\0", 3), begin);  // some LibTorch messages embed a NUL
   std::string line = msg.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
   while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.pop_back();
-  return line;
+  // CAFFE_ENFORCE messages start with "[enforce fail at file.cc:129] . "; keep the message.
+  if (line.rfind("[enforce fail at ", 0) == 0) {
+    const size_t close = line.find("] ");
+    if (close != std::string::npos) {
+      line = line.substr(close + 2);
+      if (line.rfind(". ", 0) == 0) line = line.substr(2);
+    }
+  }
+  return line.empty() ? "unknown error" : line;
 }
 
 void fail(const std::string& path, const std::string& what) { throw zsad::Error(path + ": " + what); }

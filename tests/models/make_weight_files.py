@@ -20,6 +20,7 @@ Files (OUTDIR/...):
                           (what OpenAI's released .pt files look like; shared/specs/toolchain.md §5)
   weights.safetensors     hand-written safetensors (F16/F32/F64/BF16/I64/I32/U8/BOOL, 0-dim, empty)
   legacy.pth              torch.save(..., _use_new_zipfile_serialization=False)
+  plain.zip               an ordinary zip archive (one text file)
   expected.h5             one group per file; one dataset per flattened tensor name holding the values
                           read back by Python (float64 for floating, int64 otherwise), attributes
                           dtype, shape, and for torch.save files stride, offset, storage (an id that
@@ -378,6 +379,9 @@ def main():
     write_expected(h5, "weights.safetensors", st, layout=False)
 
     torch.save(collections.OrderedDict([("w", torch.ones(2))]), p("legacy.pth"), _use_new_zipfile_serialization=False)
+
+    with zipfile.ZipFile(p("plain.zip"), "w") as z:   # a zip that is not a PyTorch archive
+        z.writestr("hello.txt", "not weights")
 
     h5.close()
     os.replace(p("expected.h5.tmp"), p("expected.h5"))
