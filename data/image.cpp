@@ -154,8 +154,10 @@ std::vector<uint8_t> encode_png(const Image& image, int compression) {
   if (image.channels != 1 && image.channels != 3) throw Error("encode_png: expected 1 or 3 channels");
   cv::Mat m(image.height, image.width, image.channels == 1 ? CV_8UC1 : CV_8UC3,
             const_cast<uint8_t*>(image.pixels.data()));
-  cv::Mat out = m;
+  // A fresh Mat: converting into a header that aliases the caller's pixels would swap them in place.
+  cv::Mat out;
   if (image.channels == 3) cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
+  else out = m;
   std::vector<uint8_t> bytes;
   if (!cv::imencode(".png", out, bytes, {cv::IMWRITE_PNG_COMPRESSION, compression}))
     throw Error("encode_png: OpenCV failed to encode");
@@ -185,8 +187,10 @@ std::vector<uint8_t> encode_image(const Image& image, const std::string& extensi
     throw Error("encode_image: unsupported extension '" + extension + "' (png, jpg, jpeg, bmp, tif, tiff)");
   if (image.channels != 1 && image.channels != 3) throw Error("encode_image: expected 1 or 3 channels");
   cv::Mat m(image.height, image.width, image.channels == 1 ? CV_8UC1 : CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
-  cv::Mat out = m;
+  // A fresh Mat: converting into a header that aliases the caller's pixels would swap them in place.
+  cv::Mat out;
   if (image.channels == 3) cv::cvtColor(m, out, cv::COLOR_RGB2BGR);
+  else out = m;
   std::vector<uint8_t> bytes;
   std::vector<int> params;
   if (ext == ".jpg" || ext == ".jpeg") params = {cv::IMWRITE_JPEG_QUALITY, jpeg_quality};
