@@ -79,7 +79,12 @@ at::Tensor PromptLearner::encode(const CopsOptions& o, const TextTower& tower, c
   if (L <= eot) throw Error("method.cops.text_context: " + std::to_string(L) + " cuts off the EOT token at " + std::to_string(eot));
   at::Tensor x = prompts.narrow(2, 0, L).reshape({B * N2, L, W});
   at::Tensor ids = token_ids.narrow(0, 0, L).view({1, L}).expand({B * N2, L});
-  at::Tensor y = tower.encode(x, ids, compound_prompts_text, o.deep_prompt_fp16);
+  // The code expands each deep prompt over the sequences before .half(), so the gradient of every
+  // sequence is rounded to fp16 before the sum over sequences; expanding here keeps that order.
+  std::vector<at::Tensor> deep = compound_prompts_text;
+  if (o.deep_prompt_fp16)
+    for (auto& p : deep) p = p.unsqueeze(0).expand({B * N2, p.size(0), p.size(1)});
+  at::Tensor y = tower.encode(x, ids, deep, o.deep_prompt_fp16);
   y = y / y.norm(2, {-1}, true);
   y = y.reshape({B, 2, N2 / 2, y.size(-1)}).mean(2);
   return y / y.norm(2, {-1}, true);

@@ -14,7 +14,8 @@ struct TextTower {
   std::function<at::Tensor(const at::Tensor& ids)> embed_tokens;
   // CLIP's encode_text on embedded prompts: x [N,L,width] + positional_embedding[:L] -> transformer
   // (causal mask) in which, before layer i = 1..deep.size() (0-based), token positions 1..n are
-  // replaced by deep[i-1] [n,width] (rounded to fp16 and back when deep_fp16) -> ln_final -> the row
+  // replaced by deep[i-1] ([n,width] or per sequence [N,n,width]; rounded to fp16 and back when
+  // deep_fp16, the gradient passing through the same rounding) -> ln_final -> the row
   // at argmax(ids) of each sequence -> @ text_projection -> [N, embed_dim], NOT normalised.
   // Gradients flow to x and to the deep prompts; the tower's own weights stay frozen.
   std::function<at::Tensor(const at::Tensor& prompts, const at::Tensor& ids,
