@@ -10,11 +10,15 @@ namespace {
 
 const char kPrefix[] = "method.cops.";
 
+// Shortest decimal text that reads back to the same double ("0.26", not "0.26000000000000001").
 std::string fmt_double(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
+  for (int precision = 15; precision <= 17; ++precision) {
+    std::ostringstream os;
+    os.precision(precision);
+    os << v;
+    if (precision == 17 || std::stod(os.str()) == v) return os.str();
+  }
+  return {};
 }
 
 bool parse_bool(const std::string& key, const std::string& v) {
