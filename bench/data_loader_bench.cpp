@@ -3,8 +3,10 @@
 // (VisA-like, 1500x1000 px). Images come from the synthetic generator, written once to /tmp.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "data/image.h"
@@ -49,6 +51,13 @@ const Corpus& corpus() {
   return c;
 }
 
+// CPU seconds of the whole process (all threads): on a shared machine this is the stable number.
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 void BM_Loader(benchmark::State& state) {
   const Corpus& c = corpus();
   const auto& samples = state.range(1) == 0 ? c.png : c.jpg;
@@ -57,6 +66,7 @@ void BM_Loader(benchmark::State& state) {
   o.batch_size = 4;
   o.threads = static_cast<int>(state.range(0));
   int64_t images = 0;
+  const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     BatchLoader loader(samples, c.root, o);
     loader.start_epoch(0);
@@ -67,6 +77,7 @@ void BM_Loader(benchmark::State& state) {
     }
   }
   state.SetItemsProcessed(images);
+  state.counters["cpu_ms_per_image"] = 1000.0 * (process_cpu_seconds() - cpu0) / std::max<int64_t>(images, 1);
   state.SetLabel(std::string(state.range(1) == 0 ? "png 1024x1024 + masks" : "jpeg 1500x1000") + ", threads=" +
                  std::to_string(state.range(0)));
 }
