@@ -537,12 +537,13 @@ SynthImage render_synth_image(const std::string& preset, int class_index, const 
   if (!p.objects) cv.allowed.assign(n, 1);
   Shape m(n, 0);
   if (!defect.empty()) m = apply_defect(cv, defect, rng);
-  SynthImage out{Image(size, size, 3), Image(size, size, 1)};
+  SynthImage out{Image(size, size, 3), Image(size, size, 1), Image(size, size, 1)};
   for (size_t k = 0; k < n; ++k) {
     out.image.pixels[3 * k] = quantise(cv.px[k].r);
     out.image.pixels[3 * k + 1] = quantise(cv.px[k].g);
     out.image.pixels[3 * k + 2] = quantise(cv.px[k].b);
     out.mask.pixels[k] = m[k] ? 255 : 0;
+    out.object.pixels[k] = cv.allowed[k] ? 255 : 0;
   }
   return out;
 }

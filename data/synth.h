@@ -43,6 +43,7 @@ struct SynthOptions {
 struct SynthImage {
   Image image;  // RGB
   Image mask;   // 1 channel, 0/255, exactly the changed pixels
+  Image object; // 1 channel, 0/255, where defects may appear (the object; everything for textures)
 };
 SynthImage render_synth_image(const std::string& preset, int class_index, const std::string& defect, int size,
                               uint64_t seed);
