@@ -45,32 +45,60 @@ std::vector<uint8_t> read_file_bytes(const std::string& path) {
   return bytes;
 }
 
+namespace {
+
+// Walks the marker segments (and the entropy-coded data after each SOS) up to EOI. Bytes after
+// EOI (camera trailers, padding) are allowed; running out of data first means truncation.
+bool jpeg_reaches_eoi(const std::vector<uint8_t>& b) {
+  const size_t n = b.size();
+  size_t i = 2;  // after SOI
+  while (i < n) {
+    if (b[i] != 0xFF) return false;
+    while (i < n && b[i] == 0xFF) ++i;  // fill bytes
+    if (i >= n) return false;
+    const uint8_t m = b[i++];
+    if (m == 0xD9) return true;
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without a length
+    if (i + 2 > n) return false;
+    const size_t len = static_cast<size_t>(b[i]) << 8 | b[i + 1];
+    if (len < 2) return false;
+    i += len;
+    if (m == 0xDA) {  // scan data: stuffed FF00 and RSTn belong to it
+      while (i + 1 < n && !(b[i] == 0xFF && b[i + 1] != 0x00 && !(b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7))) ++i;
+      if (i + 1 >= n) return false;
+    }
+  }
+  return false;
+}
+
+// Walks the chunk list up to IEND; a chunk running past the end of the file means truncation.
+bool png_reaches_iend(const std::vector<uint8_t>& b) {
+  size_t i = 8;
+  while (i + 12 <= b.size()) {
+    const size_t len = static_cast<size_t>(b[i]) << 24 | static_cast<size_t>(b[i + 1]) << 16 |
+                       static_cast<size_t>(b[i + 2]) << 8 | b[i + 3];
+    if (len > b.size()) return false;
+    if (std::memcmp(&b[i + 4], "IEND", 4) == 0) return true;
+    i += 12 + len;
+  }
+  return false;
+}
+
+}  // namespace
+
 void check_complete(const std::string& path, const std::vector<uint8_t>& b) {
   if (b.empty()) throw Error(path + ": empty file (0 bytes)");
   const ImageFormat f = sniff_format(b);
   switch (f) {
     case ImageFormat::kUnknown:
       throw Error(path + ": not a PNG, JPEG, BMP or TIFF image (unrecognised header)");
-    case ImageFormat::kJpeg: {
-      // Encoders may pad after EOI; tolerate a little zero/whitespace padding, nothing else.
-      size_t end = b.size();
-      size_t skipped = 0;
-      while (end > 2 && skipped < 4096 && (b[end - 1] == 0 || b[end - 1] == '\n' || b[end - 1] == '\r' || b[end - 1] == ' ')) {
-        --end;
-        ++skipped;
-      }
-      if (end < 4 || b[end - 2] != 0xFF || b[end - 1] != 0xD9)
-        throw Error(path + ": truncated JPEG (no end-of-image marker FFD9 at the end of the file)");
+    case ImageFormat::kJpeg:
+      if (!jpeg_reaches_eoi(b))
+        throw Error(path + ": truncated JPEG (data ends before the end-of-image marker FFD9)");
       break;
-    }
-    case ImageFormat::kPng: {
-      const size_t tail = b.size() < 64 ? b.size() : 64;
-      bool found = false;
-      for (size_t i = b.size() - tail; i + 4 <= b.size(); ++i)
-        if (std::memcmp(&b[i], "IEND", 4) == 0) { found = true; break; }
-      if (!found) throw Error(path + ": truncated PNG (no IEND chunk at the end of the file)");
+    case ImageFormat::kPng:
+      if (!png_reaches_iend(b)) throw Error(path + ": truncated PNG (data ends before the IEND chunk)");
       break;
-    }
     case ImageFormat::kBmp: {
       if (b.size() < 14) throw Error(path + ": truncated BMP (header incomplete)");
       const uint32_t declared = uint32_t(b[2]) | uint32_t(b[3]) << 8 | uint32_t(b[4]) << 16 | uint32_t(b[5]) << 24;

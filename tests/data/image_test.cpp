@@ -79,6 +79,41 @@ TEST(ImageDecode, CorruptFilesRaiseErrorsNamingTheFile) {
   EXPECT_NO_THROW(read_image(put("ok.png", png)));
 }
 
+TEST(ImageDecode, TruncationDetectedAtEveryCutAndTrailersAccepted) {
+  TempDir d("cuts");
+  // Baseline and progressive JPEGs written by PIL, plus OpenCV's own baseline JPEG and PNG.
+  const std::string script =
+      "import sys, numpy as np\nfrom PIL import Image\n"
+      "a = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)\n"
+      "Image.fromarray(a).save(sys.argv[1] + '/prog.jpg', progressive=True, quality=90)\n"
+      "Image.fromarray(a).save(sys.argv[1] + '/opt.jpg', optimize=True, quality=80)\n";
+  testing::write_text(d.path / "w.py", script);
+  const auto r = testing::run_command(testing::python() + " " + (d.path / "w.py").string() + " " + d.path.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Image img(120, 90, 3);
+  for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> files = {
+      {"prog.jpg", read_file_bytes((d.path / "prog.jpg").string())},
+      {"opt.jpg", read_file_bytes((d.path / "opt.jpg").string())},
+      {"cv.jpg", encode_image(img, ".jpg")},
+      {"cv.png", encode_png(img)}};
+  for (const auto& [name, bytes] : files) {
+    const std::string full = (d.path / name).string();
+    EXPECT_NO_THROW(check_complete(full, bytes)) << name;
+    for (int k = 1; k < 40; ++k) {
+      const size_t cut = bytes.size() * k / 40;
+      const std::vector<uint8_t> part(bytes.begin(), bytes.begin() + cut);
+      EXPECT_THROW(check_complete(full, part), Error) << name << " cut at " << cut << " of " << bytes.size();
+    }
+    EXPECT_THROW(check_complete(full, std::vector<uint8_t>(bytes.begin(), bytes.end() - 1)), Error) << name;
+    // Trailing bytes after the end marker (camera trailers) are not truncation.
+    std::vector<uint8_t> trailer = bytes;
+    for (int i = 0; i < 5000; ++i) trailer.push_back(static_cast<uint8_t>(i * 7));
+    testing::write_bytes(d.path / ("trailer_" + name), trailer);
+    EXPECT_NO_THROW(read_image((d.path / ("trailer_" + name)).string())) << name;
+  }
+}
+
 TEST(ImageEncode, PngRoundTripIsLossless) {
   Image img(31, 17, 3);
   for (size_t i = 0; i < img.pixels.size(); ++i) img.pixels[i] = static_cast<uint8_t>(i * 7 + 3);
