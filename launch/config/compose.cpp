@@ -272,10 +272,10 @@ class Composer {
     for (const auto& opt : c.options) {
       std::string f = file_for(e.group + "/" + opt);
       if (!fs::exists(f)) {
+        if (e.optional) continue;
         if (!fs::is_directory(fs::path(root_) / e.group))
           throw Error(c.mark.str() + ": config group '" + e.group + "' does not exist (no folder " +
                       (fs::path(root_) / e.group).string() + ")");
-        if (e.optional) continue;
         throw Error(c.mark.str() + ": option '" + opt + "' not found in config group '" + e.group +
                     "' (available: " + join_list(group_options(root_, e.group)) + ")");
       }

@@ -79,6 +79,7 @@ class Resolver {
   void resolve(Node& n, const Path& path) {
     if (n.is_string() && has_interpolation(n.as_string())) {
       std::string key = join_path(path);
+      if (done_.count(key)) return;  // already resolved; the text may hold a literal "${"
       if (in_progress_.count(key)) {
         std::string cycle;
         bool on = false;
@@ -97,6 +98,7 @@ class Resolver {
       stack_.pop_back();
       in_progress_.erase(key);
       n = std::move(v);
+      mark_done(n, key);
       return;
     }
     if (n.is_map()) {
@@ -260,7 +262,15 @@ class Resolver {
     return *n;
   }
 
+  // Strings produced by resolution are final: literal "${" in them must not be resolved again.
+  void mark_done(const Node& n, const std::string& key) {
+    if (n.is_string()) done_.insert(key);
+    for (size_t i = 0; i < n.items().size(); ++i)
+      mark_done(n.items()[i], key + "." + (n.is_map() ? n.keys()[i] : std::to_string(i)));
+  }
+
   Node& root_;
+  std::set<std::string> done_;
   std::set<std::string> in_progress_;
   std::vector<std::string> stack_;
 };

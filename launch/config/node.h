@@ -81,6 +81,9 @@ class Node {
 
   const Mark& mark() const { return mark_; }
   void set_mark(Mark m) { mark_ = std::move(m); }
+  // For a map value: where its key was written (unknown-key errors point there); else mark().
+  const Mark& key_mark() const { return key_mark_.file.empty() ? mark_ : key_mark_; }
+  void set_key_mark(Mark m) { key_mark_ = std::move(m); }
   // Sets the mark on this node and every descendant that has none.
   void set_mark_recursive(const Mark& m);
 
@@ -97,6 +100,7 @@ class Node {
   std::vector<std::string> keys_;  // map keys, parallel to items_
   std::vector<Node> items_;
   Mark mark_;
+  Mark key_mark_;
 };
 
 const char* kind_name(Node::Kind k);

@@ -175,7 +175,7 @@ void Schema::validate_node(Node& n, const std::string& path) const {
       return;
     } else if (!is_section(path)) {
       std::string hint = suggest(path);
-      throw Error(n.mark().str() + ": unknown key '" + path + "'" +
+      throw Error(n.key_mark().str() + ": unknown key '" + path + "'" +
                   (hint.empty() ? std::string() : " (did you mean '" + hint + "'?)") +
                   "; add new keys to the schema (docs/config.md) or use +tags." +
                   path.substr(path.rfind('.') == std::string::npos ? 0 : path.rfind('.') + 1) +

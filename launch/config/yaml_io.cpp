@@ -125,7 +125,7 @@ Node convert(const YAML::Node& y, const std::string& origin) {
         std::string key = kv.first.Scalar();
         if (out.has(key))
           throw Error(to_mark(kv.first.Mark(), origin).str() + ": duplicate key '" + key + "'");
-        out.set(key, convert(kv.second, origin));
+        out.set(key, convert(kv.second, origin)).set_key_mark(to_mark(kv.first.Mark(), origin));
       }
       break;
   }

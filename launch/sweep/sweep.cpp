@@ -189,6 +189,22 @@ SweepPlan plan_sweep(const std::string& experiment, const std::vector<std::strin
     j.dir = (fs::path(plan.sweep_dir) / std::to_string(i)).string();
     plan.jobs.push_back(std::move(j));
   }
+  // Every job's config must compose and validate before anything is created or submitted, so a
+  // typo fails the sweep up front instead of failing every job.
+  for (const auto& j : plan.jobs) {
+    config::ComposeRequest jr;
+    jr.experiment = plan.experiment_file;
+    jr.overrides = j.overrides;
+    try {
+      config::compose(jr);
+    } catch (const UsageError&) {
+      throw;
+    } catch (const Error& e) {
+      std::string ovs;
+      for (const auto& o : j.overrides) ovs += (ovs.empty() ? "" : " ") + o;
+      throw Error("job " + std::to_string(j.num) + " (" + ovs + "): " + e.what());
+    }
+  }
   return plan;
 }
 

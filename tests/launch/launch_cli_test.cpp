@@ -1,0 +1,121 @@
+// `zsad launch -n N -- CMD`: torchrun-style environment, "[rank k] " prefixes, exit codes,
+// stopping the other ranks when one fails, signal forwarding, and the mpirun wrapper.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <regex>
+#include <set>
+
+#include "launch/local/launcher.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> lines_with(const std::string& text, const std::string& prefix) {
+  std::vector<std::string> out;
+  std::istringstream is(text);
+  std::string l;
+  while (std::getline(is, l))
+    if (l.rfind(prefix, 0) == 0) out.push_back(l);
+  return out;
+}
+
+}  // namespace
+
+TEST(LaunchCli, TwoRanksGetTorchrunEnvironmentAndPrefixes) {
+  zsad_test::TempDir dir;
+  auto r = zsad_test::run_zsad(
+      {"launch", "-n", "2", "--", "/bin/sh", "-c",
+       "echo \"R=$RANK W=$WORLD_SIZE L=$LOCAL_RANK LW=$LOCAL_WORLD_SIZE A=$MASTER_ADDR P=$MASTER_PORT\"; "
+       "echo \"to stderr $RANK\" >&2"},
+      dir.str());
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::regex re("^\\[rank (\\d)\\] R=(\\d) W=2 L=(\\d) LW=2 A=127\\.0\\.0\\.1 P=(\\d+)$");
+  std::set<std::string> ports;
+  std::set<int> ranks;
+  for (const auto& line : lines_with(r.out, "[rank ")) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, re)) << line;
+    EXPECT_EQ(m[1], m[2]);  // the prefix names the rank that printed
+    EXPECT_EQ(m[2], m[3]);
+    ranks.insert(std::stoi(m[2]));
+    ports.insert(m[4]);
+  }
+  EXPECT_EQ(ranks, (std::set<int>{0, 1}));
+  ASSERT_EQ(ports.size(), 1u);  // one rendezvous port for all ranks
+  EXPECT_GT(std::stoi(*ports.begin()), 0);
+  EXPECT_EQ(lines_with(r.err, "[rank 0] to stderr 0").size(), 1u) << r.err;
+  EXPECT_EQ(lines_with(r.err, "[rank 1] to stderr 1").size(), 1u) << r.err;
+}
+
+TEST(LaunchCli, MasterPortAndThreads) {
+  zsad_test::TempDir dir;
+  auto r = zsad_test::run_zsad({"launch", "-n", "2", "--master-port", "29517", "--", "/bin/sh", "-c",
+                                "echo P=$MASTER_PORT T=$OMP_NUM_THREADS"},
+                               dir.str());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(lines_with(r.out, "[rank 0] P=29517 T=1").size(), 1u) << r.out;  // ctest sets 1
+  EXPECT_EQ(lines_with(r.out, "[rank 1] P=29517 T=1").size(), 1u) << r.out;
+  // OMP_NUM_THREADS=1 is the default when unset; a value the user set is kept
+  std::vector<std::string> argv{zsad_test::zsad_binary(), "launch", "-n", "1", "--", "/bin/sh", "-c", "echo T=$OMP_NUM_THREADS"};
+  auto child = zsad_test::start(argv, dir.str(), {{"OMP_NUM_THREADS", "3"}}, dir.str());
+  auto kept = zsad_test::finish(child);
+  EXPECT_NE(kept.out.find("[rank 0] T=3"), std::string::npos) << kept.out;
+}
+
+TEST(LaunchCli, FailingRankExitCodeStopsTheOthers) {
+  zsad_test::TempDir dir;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = zsad_test::run_zsad({"launch", "-n", "2", "--", "/bin/sh", "-c",
+                                "if [ $RANK = 1 ]; then sleep 0.3; exit 7; fi; sleep 60; echo survived"},
+                               dir.str());
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_LT(secs, 30.0);  // rank 0 was stopped, not waited for
+  EXPECT_EQ(r.out.find("survived"), std::string::npos);
+  EXPECT_NE(r.err.find("rank 1 exited with code 7"), std::string::npos) << r.err;
+  // a rank killed by a signal reports 128 + signal
+  r = zsad_test::run_zsad({"launch", "-n", "2", "--", "/bin/sh", "-c", "if [ $RANK = 0 ]; then kill -9 $$; fi; sleep 60"},
+                          dir.str());
+  EXPECT_EQ(r.code, 128 + 9) << r.err;
+}
+
+TEST(LaunchCli, SigtermIsForwardedToEveryRank) {
+  zsad_test::TempDir dir;
+  std::vector<std::string> argv{
+      zsad_test::zsad_binary(), "launch", "-n", "2", "--", "/bin/sh", "-c",
+      "trap 'echo got-term; exit 75' TERM; touch ready.$RANK; while true; do sleep 0.05; done"};
+  auto child = zsad_test::start(argv, dir.str(), {}, dir.str());
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] { return fs::exists(dir.path / "ready.0") && fs::exists(dir.path / "ready.1"); }, 30));
+  kill(child.pid, SIGTERM);
+  auto r = zsad_test::finish(child);
+  EXPECT_EQ(r.code, 75) << r.out << r.err;  // the ranks checkpointed and stopped: resumable
+  EXPECT_EQ(lines_with(r.out, "[rank 0] got-term").size(), 1u) << r.out;
+  EXPECT_EQ(lines_with(r.out, "[rank 1] got-term").size(), 1u) << r.out;
+}
+
+TEST(LaunchCli, MpirunWrapsTheSameCommand) {
+  EXPECT_EQ(zsad::launch::mpirun_command(4, {"zsad", "job", "c.yaml"}, {"--bind-to", "none"}),
+            (std::vector<std::string>{"mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "4", "--bind-to", "none",
+                                      "zsad", "job", "c.yaml"}));
+  zsad_test::TempDir dir;
+  auto r = zsad_test::run_zsad({"launch", "--mpirun", "-n", "2", "--", "/bin/sh", "-c", "echo mpi-rank=$OMPI_COMM_WORLD_RANK"},
+                               dir.str());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("mpi-rank=0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mpi-rank=1"), std::string::npos) << r.out;
+}
+
+TEST(LaunchCli, UsageErrors) {
+  zsad_test::TempDir dir;
+  auto r = zsad_test::run_zsad({"launch", "-n", "0", "--", "true"}, dir.str());
+  EXPECT_EQ(r.code, 2);
+  r = zsad_test::run_zsad({"launch", "-n", "2"}, dir.str());
+  EXPECT_EQ(r.code, 2);
+  r = zsad_test::run_zsad({"launch", "-n", "1", "--", "/nonexistent/program"}, dir.str());
+  EXPECT_EQ(r.code, 127);
+  EXPECT_NE(r.err.find("cannot execute /nonexistent/program"), std::string::npos) << r.err;
+}
