@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <mutex>
 #include <sstream>
 #include <sys/stat.h>
 #include <thread>
@@ -59,7 +58,6 @@ CheckReport check_dataset(const Meta& meta, const std::string& root, int threads
   if (meta.train.classes.empty() && meta.test.classes.empty())
     report.issues.push_back({"empty-class", "", "", "", "the index has no classes at all"});
 
-  std::mutex mu;
   std::vector<std::vector<CheckIssue>> per_job(jobs.size());
   std::atomic<size_t> next{0};
   auto worker = [&]() {
@@ -125,18 +123,19 @@ std::string format_report(const CheckReport& r) {
   std::snprintf(line, sizeof line, "%-5s  %-*s  %7s  %9s  %6s  %6s\n", "split", static_cast<int>(w), "class", "normal",
                 "anomalous", "masks", "issues");
   os << line;
-  size_t tn = 0, ta = 0, tm = 0, ti = 0;
+  size_t tn = 0, ta = 0, tm = 0;
   for (const auto& c : r.classes) {
     std::snprintf(line, sizeof line, "%-5s  %-*s  %7zu  %9zu  %6zu  %6zu\n", c.split.c_str(), static_cast<int>(w),
                   c.cls.c_str(), c.normal, c.anomalous, c.masks, c.issues);
     os << line;
-    tn += c.normal; ta += c.anomalous; tm += c.masks; ti += c.issues;
+    tn += c.normal;
+    ta += c.anomalous;
+    tm += c.masks;
   }
   std::snprintf(line, sizeof line, "%-5s  %-*s  %7zu  %9zu  %6zu  %6zu\n", "all", static_cast<int>(w), "", tn, ta, tm,
                 r.issues.size());
   os << line;
   os << (r.clean() ? "clean: no issues found\n" : std::to_string(r.issues.size()) + " issue(s) found\n");
-  (void)ti;
   return os.str();
 }
 

@@ -162,11 +162,6 @@ void texture_terrazzo(Canvas& cv, Rng& rng) {
 // ------------------------------------------------------------------------------------------
 // Objects: an inside test in object-local coordinates (units of the image size) plus colours.
 
-struct ObjectStyle {
-  Rgb background;
-  double bg_noise;
-};
-
 void render_object(Canvas& cv, Rng& rng, Rgb bg, const std::function<bool(double, double, Rgb&)>& inside,
                    const Frame& f) {
   const int S = cv.size;
