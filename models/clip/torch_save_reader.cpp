@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -732,6 +733,21 @@ StateDict read_torch_save(const std::string& path) {
   } catch (const std::exception& e) {
     fail(path, "cannot read torch.save archive: " + weights_detail::one_line(e));
   }
+}
+
+StateDict read_torch_save_entry(const std::string& path, const std::string& entry) {
+  const StateDict all = read_torch_save(path);
+  StateDict out = strip_prefix(all, entry + ".");
+  if (all.count(entry)) fail(path, "entry '" + entry + "' is a single tensor, not a dict of tensors");
+  if (out.empty()) {
+    std::set<std::string> tops;
+    for (const auto& kv : all) tops.insert(kv.first.substr(0, kv.first.find('.')));
+    std::string list;
+    for (const auto& t : tops) list += (list.empty() ? "" : ", ") + t;
+    fail(path, "has no tensors under '" + entry + "' (top-level entries with tensors: " +
+                   (list.empty() ? std::string("none") : list) + ")");
+  }
+  return out;
 }
 
 }  // namespace zsad::models

@@ -41,4 +41,10 @@ const char* weight_format_name(WeightFormat f);
 // key has it. A plain state dict is returned unchanged.
 StateDict unwrap_checkpoint(const StateDict& sd);
 
+// The tensors under one top-level entry of a torch.save file, with "<entry>." removed, e.g.
+// read_torch_save_entry("epoch_10.pth", "prompt_learner") for CoPS's released checkpoints
+// ({"prompt_learner": state_dict}). Throws naming the path and the entries that do exist when
+// `entry` holds no tensors.
+StateDict read_torch_save_entry(const std::string& path, const std::string& entry);
+
 }  // namespace zsad::models

@@ -165,6 +165,20 @@ TEST(WeightsErrors, RewrittenArchiveStillReadsThenMissingOrShortStorage) {
   expect_one_line_error([&] { read_weights(shorter); }, shorter, "record 'data/0' holds");
 }
 
+TEST(WeightsTorchScriptFallback, UncompilableCodeStillYieldsTheWeights) {
+  // An archive whose TorchScript code cannot be compiled (as an archive from a newer PyTorch
+  // might be): the weights come from data.pkl through the project's unpickler.
+  const std::string src = weight_file("scripted_cuda_fp16.pt");
+  const std::string dst = weight_file("broken_code.pt");
+  rewrite_archive(src, dst, {{"code/__torch__.py", "def forward(self:\n  this is not python\n"}});
+  EXPECT_EQ(detect_weight_format(dst), WeightFormat::kTorchScript);
+  test::expect_matches_python(read_torchscript_weights(dst), "scripted_cuda_fp16.pt", false);
+  // Both broken: the TorchScript error is reported.
+  const std::string both = weight_file("broken_code_and_pickle.pt");
+  rewrite_archive(src, both, {{"code/__torch__.py", "garbage("}, {"data.pkl", "\x80\x02garbage"}});
+  expect_one_line_error([&] { read_weights(both); }, both, "cannot load TorchScript archive");
+}
+
 TEST(WeightsErrors, CorruptPicklesNeverCrash) {
   // Truncations and random byte changes of data.pkl: every read either succeeds or throws a
   // one-line zsad::Error naming the file.

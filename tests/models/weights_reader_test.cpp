@@ -62,6 +62,20 @@ TEST(WeightsTorchSave, CopsCheckpointPromptLearner) {
   EXPECT_EQ(pl.count("extractor.attn.in_proj_weight"), 1u);
 }
 
+TEST(WeightsTorchSave, ReadEntryForCheckpointImport) {
+  const std::string path = weight_file("cops.pth");
+  const StateDict pl = read_torch_save_entry(path, "prompt_learner");
+  const StateDict all = read_torch_save(path);
+  ASSERT_EQ(pl.size(), all.size());
+  for (const auto& kv : pl) EXPECT_TRUE(kv.second.equal(all.at("prompt_learner." + kv.first))) << kv.first;
+  test::expect_one_line_error([&] { read_torch_save_entry(path, "state_dict"); }, path,
+                              "has no tensors under 'state_dict' (top-level entries with tensors: prompt_learner)");
+  const std::string ckpt = weight_file("open_clip_like.pt");
+  test::expect_one_line_error([&] { read_torch_save_entry(ckpt, "prompt_learner"); }, ckpt,
+                              "(top-level entries with tensors: 5, nested, one_list, optimizer, state_dict, tuple)");
+  EXPECT_EQ(read_torch_save_entry(ckpt, "nested.a").size(), 3u);
+}
+
 TEST(WeightsTorchScript, Fp32Archive) {
   expect_matches_python(read_torchscript_weights(weight_file("scripted.pt")), "scripted.pt", false);
 }
