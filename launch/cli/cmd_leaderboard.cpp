@@ -32,8 +32,8 @@ int run_leaderboard(const std::vector<std::string>& tokens) {
   args.positionals("DIR", 1)
       .flag("format", "md, csv, tex (booktabs) or html (one self-contained file)", "md")
       .flag("out", "write here instead of stdout")
-      .multi("group-by", "row keys, comma or space separated (default method,variant,train_dataset; never seed)")
-      .multi("metrics", "metric columns (default image_auroc image_ap pixel_auroc pixel_ap pixel_aupro)")
+      .multi("group-by", "row keys, comma separated; put DIRs first (default method,variant,train_dataset; never seed)")
+      .multi("metrics", "metric columns, comma separated (default image_auroc,image_ap,pixel_auroc,pixel_ap,pixel_aupro)")
       .toggle("baselines", "add published numbers from results/baselines/*.yaml as extra rows")
       .flag("baselines-dir", "directory of baseline YAML files (default: the repository's results/baselines)")
       .toggle("no-per-class", "only the main table");

@@ -42,6 +42,7 @@ std::string latex_escape(const std::string& s) {
         else if (s.compare(i, 3, "†") == 0) { out += "$^\\dagger$"; i += 2; }
         else if (s.compare(i, 3, "‡") == 0) { out += "$^\\ddagger$"; i += 2; }
         else if (s.compare(i, 2, "σ") == 0) { out += "$\\sigma$"; i += 1; }
+        else if (s.compare(i, 3, "→") == 0) { out += "$\\to$"; i += 2; }
         else out += c;
     }
   }

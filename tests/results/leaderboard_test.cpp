@@ -268,6 +268,7 @@ TEST(LatexEscape, EverySpecialCharacter) {
   EXPECT_EQ(latex_escape("a_b&c%d$e#f{g}h~i^j\\k"),
             "a\\_b\\&c\\%d\\$e\\#f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k");
   EXPECT_EQ(latex_escape("95.0 ± 0.3†"), "95.0 $\\pm$ 0.3$^\\dagger$");
+  EXPECT_EQ(latex_escape("train visa→mvtec — x – y"), "train visa$\\to$mvtec --- x -- y");
   EXPECT_EQ(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
 }
 
