@@ -43,6 +43,9 @@ TEST_P(CopsComponents, MatchReference) {
   EXPECT_REL(P_n, out["P_n"], tol);
   EXPECT_REL(P_a, out["P_a"], tol);
   EXPECT_REL(model.extractor.forward(model.t_n, f3), out["P_n"], tol);  // alone gives the same rows
+  auto literal = model.extractor;
+  literal.reassociate = false;  // projects every token like nn.MultiheadAttention
+  EXPECT_REL(literal.forward(at::cat({model.t_n, model.t_a}, 0), f3).narrow(1, 0, M), out["P_n"], tol);
 
   // Distances and center losses.
   at::Tensor d_n = mc::prototype_distance(f3, P_n), d_a = mc::prototype_distance(f3, P_a);

@@ -5,9 +5,9 @@
 
 namespace zsad::models::cops {
 
-// The model must outlive the returned tower (it is captured by handle). Prompts shorter than the
-// context length (method.cops.text_context = 0) are zero-padded to it: the causal mask makes the
-// EOT row independent of the padding.
+// The tower shares the model (handle copy). Full-length prompts go through
+// ClipModel::encode_text_embeddings; shorter ones (method.cops.text_context = 0: up to EOT) run the
+// model's own blocks with the positional embedding and causal mask cut to that length.
 TextTower make_cops_text_tower(ClipModel model);
 
 }  // namespace zsad::models::cops

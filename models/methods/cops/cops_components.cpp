@@ -75,11 +75,25 @@ at::Tensor PrototypeExtractor::forward(const at::Tensor& queries, const at::Tens
   auto w = in_proj_weight.split(D, 0);
   auto b = in_proj_bias.split(D, 0);
   at::Tensor q = at::linear(qn, w[0], b[0]).view({B, Q, heads, hd}).transpose(1, 2);
-  at::Tensor k = at::linear(fn, w[1], b[1]).view({B, P, heads, hd}).transpose(1, 2);
-  at::Tensor v = at::linear(fn, w[2], b[2]).view({B, P, heads, hd}).transpose(1, 2);
   q = q / std::sqrt(static_cast<double>(hd));  // as torch's _scaled_dot_product_attention
-  at::Tensor attn = at::softmax(at::matmul(q, k.transpose(-2, -1)), -1);
-  at::Tensor o = at::matmul(attn, v).transpose(1, 2).reshape({B, Q, D});
+  at::Tensor o;
+  if (reassociate) {
+    // Few queries, many keys: fold W_k into the queries and W_v after the attention average
+    // (q.(W_k f + b_k) = (q W_k).f + q.b_k;  sum_p a_p (W_v f_p + b_v) = W_v (sum_p a_p f_p) + b_v as
+    // the weights sum to 1), which skips projecting all P tokens: ~5x fewer flops at P=1369.
+    at::Tensor wk = w[1].view({heads, hd, D}), wv = w[2].view({heads, hd, D});
+    at::Tensor qk = at::matmul(q, wk);  // [B,h,Q,D]
+    at::Tensor scores = at::matmul(qk.reshape({B, heads * Q, D}), fn.transpose(1, 2)).view({B, heads, Q, P}) +
+                        (q * b[1].view({1, heads, 1, hd})).sum(-1, true);
+    at::Tensor attn = at::softmax(scores, -1);
+    at::Tensor mixed = at::matmul(attn.reshape({B, heads * Q, P}), fn).view({B, heads, Q, D});
+    o = at::matmul(mixed, wv.transpose(1, 2)) + b[2].view({1, heads, 1, hd});
+  } else {
+    at::Tensor k = at::linear(fn, w[1], b[1]).view({B, P, heads, hd}).transpose(1, 2);
+    at::Tensor v = at::linear(fn, w[2], b[2]).view({B, P, heads, hd}).transpose(1, 2);
+    o = at::matmul(at::softmax(at::matmul(q, k.transpose(-2, -1)), -1), v);
+  }
+  o = o.transpose(1, 2).reshape({B, Q, D});
   x = x + at::linear(o, out_proj_weight, out_proj_bias);
   at::Tensor h = at::layer_norm(x, {D}, ln_2_weight, ln_2_bias, 1e-5);
   return x + at::linear(quick_gelu(at::linear(h, c_fc_weight, c_fc_bias)), c_proj_weight, c_proj_bias);
