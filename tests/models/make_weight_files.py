@@ -9,6 +9,7 @@ Files (OUTDIR/...):
                           dtype, views of one storage (transpose, slice with offset), two names for
                           one tensor, a Parameter, a 0-dim and an empty tensor
   state_dict_p4.pth       the same with pickle_protocol=4 (FRAME, MEMOIZE, STACK_GLOBAL, ...)
+  state_dict_p1.pth       the same with pickle_protocol=1 (text INT/LONG, no PROTO/NEWTRUE/TUPLE1-3)
   state_dict_cuda.pth     state_dict.pth with every storage location tag rewritten to 'cuda:0'
   open_clip_like.pt       {"epoch", "name", "state_dict": {"module."...}, "optimizer": Adam state
                           with 1-element param_groups list, 1-element lists, nested dicts, tuples,
@@ -341,8 +342,9 @@ def main():
     m, sd = make_state_dict()
     torch.save(sd, p("state_dict.pth"))
     torch.save(sd, p("state_dict_p4.pth"), pickle_protocol=4)
+    torch.save(sd, p("state_dict_p1.pth"), pickle_protocol=1)  # text INT/LONG, no PROTO, no TUPLE1-3
     retag_locations(p("state_dict.pth"), p("state_dict_cuda.pth"))
-    for name in ("state_dict.pth", "state_dict_p4.pth", "state_dict_cuda.pth"):
+    for name in ("state_dict.pth", "state_dict_p4.pth", "state_dict_p1.pth", "state_dict_cuda.pth"):
         back = torch.load(p(name), map_location="cpu")
         assert isinstance(back, collections.OrderedDict) and list(back.keys()) == list(sd.keys())
         write_expected(h5, name, flatten(back, "", {}), layout=True)

@@ -31,8 +31,9 @@ TEST(WeightsTorchSave, OrderedDictStateDictAllDtypesViewsSharedStorage) {
   expect_matches_python(read_torch_save(weight_file("state_dict.pth")), "state_dict.pth", /*layout=*/true);
 }
 
-TEST(WeightsTorchSave, Protocol4Pickle) {
+TEST(WeightsTorchSave, Protocol4And1Pickles) {
   expect_matches_python(read_torch_save(weight_file("state_dict_p4.pth")), "state_dict_p4.pth", true);
+  expect_matches_python(read_torch_save(weight_file("state_dict_p1.pth")), "state_dict_p1.pth", true);
 }
 
 TEST(WeightsTorchSave, CudaTaggedStoragesLoadOnCpu) {
