@@ -627,6 +627,11 @@ class Unpickler {
       }
       return d;
     }
+    if (name == "builtins.set" || name == "builtins.frozenset" || name == "__builtin__.set") {
+      auto t = make(Kind::kSet);
+      if (!a.empty() && (a[0]->kind == Kind::kTuple || a[0]->kind == Kind::kList)) t->items = a[0]->items;
+      return t;
+    }
     if (name == "torch.Size" || name == "builtins.tuple" || name == "builtins.list") {
       auto t = make(name == "builtins.list" ? Kind::kList : Kind::kTuple);
       if (!a.empty() && (a[0]->kind == Kind::kTuple || a[0]->kind == Kind::kList)) t->items = a[0]->items;
@@ -650,6 +655,41 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<size_t, Obj> memo_;
 };
+
+const Obj* dict_get(const PyObj& d, const std::string& key) {
+  if (d.kind != Kind::kDict) return nullptr;
+  auto it = d.str_keys.find(key);
+  return it == d.str_keys.end() ? nullptr : &d.values[it->second];
+}
+
+void flatten(const std::string& path, const Obj& o, const std::string& prefix, StateDict& out, int depth);
+
+// A pickled torch.nn.Module (torch.save(model)): its __dict__ holds _parameters, _buffers and
+// _modules. Names follow state_dict(): non-persistent buffers are left out.
+void flatten_module(const std::string& path, const PyObj& state, const std::string& prefix, StateDict& out, int depth) {
+  auto child = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
+  std::set<std::string> non_persistent;
+  if (const Obj* np = dict_get(state, "_non_persistent_buffers_set")) {
+    for (const auto& e : (*np)->items) {
+      if (e->kind == Kind::kStr) non_persistent.insert(e->s);
+    }
+  }
+  for (const char* group : {"_parameters", "_buffers"}) {
+    const Obj* d = dict_get(state, group);
+    if (!d || (*d)->kind != Kind::kDict) continue;
+    for (size_t j = 0; j < (*d)->items.size(); ++j) {
+      const PyObj& k = *(*d)->items[j];
+      if (k.kind != Kind::kStr || (std::string(group) == "_buffers" && non_persistent.count(k.s))) continue;
+      flatten(path, (*d)->values[j], child(k.s), out, depth + 1);
+    }
+  }
+  if (const Obj* m = dict_get(state, "_modules")) {
+    if ((*m)->kind != Kind::kDict) return;
+    for (size_t j = 0; j < (*m)->items.size(); ++j) {
+      if ((*m)->items[j]->kind == Kind::kStr) flatten(path, (*m)->values[j], child((*m)->items[j]->s), out, depth + 1);
+    }
+  }
+}
 
 void flatten(const std::string& path, const Obj& o, const std::string& prefix, StateDict& out, int depth) {
   if (depth > 100) fail(path, "pickled data nested more than 100 levels deep (cyclic?) at '" + prefix + "'");
@@ -679,10 +719,13 @@ void flatten(const std::string& path, const Obj& o, const std::string& prefix, S
     case Kind::kObject:
       if (o->state) {
         // BUILD state may be (dict, slotstate); take the dict.
-        if (o->state->kind == Kind::kTuple && !o->state->items.empty() && o->state->items[0]->kind == Kind::kDict) {
-          flatten(path, o->state->items[0], prefix, out, depth + 1);
-        } else if (o->state->kind == Kind::kDict) {
-          flatten(path, o->state, prefix, out, depth + 1);
+        Obj st = o->state;
+        if (st->kind == Kind::kTuple && !st->items.empty() && st->items[0]->kind == Kind::kDict) st = st->items[0];
+        if (st->kind != Kind::kDict) break;
+        if (dict_get(*st, "_parameters") && dict_get(*st, "_modules")) {
+          flatten_module(path, *st, prefix, out, depth + 1);
+        } else {
+          flatten(path, st, prefix, out, depth + 1);
         }
       }
       break;

@@ -11,6 +11,7 @@ Files (OUTDIR/...):
   state_dict_p4.pth       the same with pickle_protocol=4 (FRAME, MEMOIZE, STACK_GLOBAL, ...)
   state_dict_p1.pth       the same with pickle_protocol=1 (text INT/LONG, no PROTO/NEWTRUE/TUPLE1-3)
   state_dict_cuda.pth     state_dict.pth with every storage location tag rewritten to 'cuda:0'
+  whole_module.pth        torch.save(module): a pickled nn.Module (names as its state_dict())
   open_clip_like.pt       {"epoch", "name", "state_dict": {"module."...}, "optimizer": Adam state
                           with 1-element param_groups list, 1-element lists, nested dicts, tuples,
                           a big int, floats, None}
@@ -195,6 +196,21 @@ class TinyClipLike(torch.nn.Module):
         return x * self.logit_scale.exp() + self.visual.proj.sum() + self.counter[0]
 
 
+class WholeModule(torch.nn.Module):
+    """Saved whole with torch.save(module): nested modules, a Parameter of None, a persistent and
+    a non-persistent buffer (state_dict() leaves the latter out)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(8)
+        self.visual = Visual(64, 8, 2, 32)
+        self.ln_final = torch.nn.LayerNorm(64)
+        self.head = torch.nn.Linear(4, 2, bias=False)  # _parameters["bias"] is None
+        self.register_buffer("kept", torch.randn(3, generator=g))
+        self.register_buffer("dropped", torch.ones(2), persistent=False)
+        randomise(self, g)
+
+
 def randomise(module, gen):
     with torch.no_grad():
         for p in module.parameters():
@@ -348,6 +364,10 @@ def main():
         back = torch.load(p(name), map_location="cpu")
         assert isinstance(back, collections.OrderedDict) and list(back.keys()) == list(sd.keys())
         write_expected(h5, name, flatten(back, "", {}), layout=True)
+
+    whole = WholeModule()
+    torch.save(whole, p("whole_module.pth"))       # a pickled nn.Module, not a state dict
+    write_expected(h5, "whole_module.pth", dict(whole.state_dict()), layout=False)
 
     ckpt = make_open_clip_like(m)
     torch.save(ckpt, p("open_clip_like.pt"))

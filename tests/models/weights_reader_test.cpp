@@ -40,6 +40,13 @@ TEST(WeightsTorchSave, CudaTaggedStoragesLoadOnCpu) {
   expect_matches_python(read_torch_save(weight_file("state_dict_cuda.pth")), "state_dict_cuda.pth", true);
 }
 
+TEST(WeightsTorchSave, PickledWholeModuleGivesStateDictNames) {
+  const StateDict sd = read_torch_save(weight_file("whole_module.pth"));
+  expect_matches_python(sd, "whole_module.pth", false);
+  EXPECT_EQ(sd.count("visual.transformer.resblocks.1.mlp.c_fc.weight"), 1u);
+  EXPECT_EQ(sd.count("dropped"), 0u);  // non-persistent buffer
+}
+
 TEST(WeightsTorchSave, NestedCheckpointWithOneElementListsAndOptimizerState) {
   const StateDict sd = read_torch_save(weight_file("open_clip_like.pt"));
   expect_matches_python(sd, "open_clip_like.pt", true);
