@@ -104,7 +104,7 @@ class GlooCommunicator final : public Communicator {
       if (monitor_) monitor_->end();
       std::string why = monitor_ ? monitor_->diagnose() : "no rank monitor";
       throw CommError("gloo: rank " + std::to_string(rank_) + " " + op + " #" + std::to_string(seq) +
-                      " failed (timeout " + std::to_string(timeout_.count() / 1000.0) + " s): " + first_line(e) +
+                      " failed (timeout " + c10::str(timeout_.count() / 1000.0) + " s): " + first_line(e) +
                       "; " + why);
     }
     if (monitor_) monitor_->end();

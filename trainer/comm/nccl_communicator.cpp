@@ -13,6 +13,7 @@
 
 #include "trainer/comm/communicator.h"
 #include "trainer/comm/unique_id_exchange.h"
+#include "trainer/dist/env.h"
 #include "trainer/dist/rank_monitor.h"
 
 namespace zsad::comm {
@@ -45,7 +46,11 @@ class NcclCommunicator final : public Communicator {
                    std::shared_ptr<dist::RankMonitor> monitor)
       : rank_(rank), world_(world), monitor_(std::move(monitor)) {
     timeout_ = o.timeout;
-    device_ = o.cuda_device >= 0 ? o.cuda_device : 0;
+    int visible = 0;
+    if (cudaGetDeviceCount(&visible) != cudaSuccess || visible == 0) {
+      throw CommError("nccl: rank " + std::to_string(rank) + " sees no CUDA device (use backend gloo on CPU)");
+    }
+    device_ = dist::cuda_device_for(o.cuda_device >= 0 ? o.cuda_device : 0, visible);
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     auto bytes = exchange_unique_id(
         *store, rank, "zsad/nccl/unique_id",

@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include <c10/util/StringUtil.h>
+
 #include "common/error.h"
 
 namespace zsad::comm {
@@ -18,7 +20,7 @@ std::vector<uint8_t> exchange_unique_id(c10d::Store& store, int rank, const std:
   while (!store.check({key})) {
     if (std::chrono::steady_clock::now() >= deadline) {
       throw Error("rank " + std::to_string(rank) + ": rank 0 did not publish '" + key + "' in the rendezvous store within " +
-                  std::to_string(timeout.count() / 1000.0) + " s (rank 0 missing or failed before creating its communicator)");
+                  c10::str(timeout.count() / 1000.0) + " s (rank 0 missing or failed before creating its communicator)");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

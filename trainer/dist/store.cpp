@@ -5,6 +5,8 @@
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <c10/util/StringUtil.h>
+
 #include "common/error.h"
 
 namespace zsad::dist {
@@ -25,7 +27,7 @@ void wait_for_ranks(c10d::Store& store, int rank, int world_size, std::chrono::m
     if (!store.check({keys[r]})) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
   }
   throw Error("rendezvous at " + where + ": rank(s) " + missing + " of " + std::to_string(world_size) +
-              " did not arrive within " + std::to_string(timeout.count() / 1000.0) + " s (rank " +
+              " did not arrive within " + c10::str(timeout.count() / 1000.0) + " s (rank " +
               std::to_string(rank) + " waiting; check MASTER_ADDR/MASTER_PORT and that every rank was started)");
 }
 

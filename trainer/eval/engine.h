@@ -1,0 +1,108 @@
+#pragma once
+// The zero-shot evaluation engine: every test dataset of an experiment, sharded across ranks
+// (each image exactly once, no padding), batched inference through the models::Method interface,
+// upsampling + Gaussian smoothing (models/postprocess.h), per-class accumulators moved to one owner
+// rank per class, metrics, results/<dataset>.json (zsad.results/1), optional scores/<dataset>.h5,
+// per-image score listings, PNG panels and a rank-0 progress line. docs/evaluation.md.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/methods/method.h"
+#include "results/metrics/metrics.h"
+#include "trainer/comm/communicator.h"
+
+namespace zsad::eval {
+
+// One test dataset, from its config file (experiments/dataset/<name>.yaml placed under
+// eval.datasets.<name>). Every per-dataset setting lives here — never derived from the name.
+struct DatasetSpec {
+  std::string name;
+  std::string root;
+  std::string meta;                  // meta.json (relative to root or absolute); "" = <root>/meta.json if present
+  std::string layout;                // indexer layout used when there is no meta.json
+  std::string split = "test";
+  int64_t eval_size = 518;           // square evaluation size of maps and masks (<= 0: the method's input size)
+  std::string upsampling;            // bilinear | bilinear_align_corners | nearest ("" = the method's default)
+  double smoothing_sigma = 4.0;      // scipy gaussian_filter sigma (0 = none)
+  std::vector<std::string> metrics;  // metric keys reported (empty = every defined one)
+  std::string pro_mode = "exact";    // exact | anomalyclip
+  double fpr_limit = 0.3;
+  int64_t shots = 0;                 // few-shot support images per class (0 = zero-shot)
+  std::vector<std::string> classes;  // restrict to these classes (empty = all)
+  models::OptionMap method_options;  // method_options.<method>.* (without the prefix) for every method
+  // Synthetic data generated when the root has no meta.json (data/synth.h presets).
+  std::string synth_preset;          // "" = never generate
+  int synth_size = 256, synth_images_per_class = 50, synth_train_per_class = 50;
+  double synth_anomaly_fraction = 0.4;
+  uint64_t synth_seed = 0;
+};
+
+struct EvalOptions {
+  std::vector<DatasetSpec> datasets;
+  std::string run_dir = ".";
+  int64_t batch_size = 1;            // images per rank per forward
+  int loader_threads = 1;
+  bool write_scores = false;         // scores/<dataset>.h5
+  bool scores_fp16 = false;
+  int64_t panels_per_class = 2;      // PNG panels per class (0 = none)
+  std::string shard = "contiguous";  // contiguous | strided
+  uint64_t seed = 0;
+  double progress_every_s = 2.0;
+  int metric_threads = 1;
+  // What the results files record.
+  std::string method_name;
+  std::optional<std::string> train_dataset;
+  std::vector<std::string> overrides;
+  std::string config_digest;
+  std::string git_revision;          // "" = detect (ZSAD_GIT_REVISION, then `git rev-parse HEAD`)
+  nlohmann::json tags = nlohmann::json::object();
+  nlohmann::json extra_timings = nlohmann::json::object();  // e.g. train_s, added to every results file
+  int threads_per_rank = 1;
+};
+
+struct DatasetReport {
+  std::string name;
+  int64_t images = 0;        // in the whole dataset
+  int64_t rank_images = 0;   // scored by this rank
+  double seconds = 0;
+  results::DatasetMetrics metrics;  // valid on rank 0
+  std::string results_path;         // rank 0
+};
+
+// The global indices of rank `rank`'s shard of n images: every index in exactly one shard, no
+// padding. contiguous: [r*n/W, (r+1)*n/W); strided: r, r+W, r+2W, ...
+std::vector<int64_t> shard_indices(int64_t n, int rank, int world_size, const std::string& mode);
+
+// Builds EvalOptions from the flattened run config (eval.*, method.name, seed, ...). Errors name the key.
+EvalOptions eval_options_from(const models::OptionMap& config);
+// The dataset specs under eval.datasets.<name>.*; unknown keys are errors naming them.
+std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& config);
+
+// Evaluates `method` on every dataset of `o`. Every rank calls it; collectives go through `comm`.
+std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o, comm::Communicator& comm);
+
+// Unlabelled images (zsad predict): per-image score, the post-processed map (HDF5) and a PNG overlay.
+struct PredictOptions {
+  std::vector<std::string> images;  // files
+  std::string out_dir;
+  int64_t eval_size = 0;            // <= 0: the method's input size
+  std::string upsampling;           // "" = method default
+  double smoothing_sigma = 4.0;
+  std::string class_name = "object";
+  int64_t batch_size = 1;
+  bool overlays = true;
+};
+// Writes <out>/scores.csv (path,score), <out>/maps.h5 (maps [N,S,S], paths) and <out>/overlays/*.png.
+void predict(models::Method& method, const PredictOptions& o);
+
+// "abc123..." of the source tree, "unknown" when neither ZSAD_GIT_REVISION nor git is available.
+std::string detect_git_revision();
+nlohmann::json hardware_info(int world_size, int threads_per_rank);
+
+}  // namespace zsad::eval
