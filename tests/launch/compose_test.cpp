@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class Tree : public ::testing::Test {
+class ComposeTree : public ::testing::Test {
  protected:
   void put(const std::string& rel, const std::string& text) { zsad_test::write_file(root() / rel, text); }
   fs::path root() const { return dir.path / "experiments"; }
@@ -56,7 +56,7 @@ std::string resolve_error(const std::string& yaml) {
 
 }  // namespace
 
-TEST_F(Tree, SelfOrderDecidesWhoWins) {
+TEST_F(ComposeTree, SelfOrderDecidesWhoWins) {
   put("trainer/default.yaml", "lr: 0.1\nepochs: 3\n");
   put("self_last.yaml", "defaults:\n  - trainer: default\n  - _self_\ntrainer:\n  lr: 0.5\n");
   put("self_first.yaml", "defaults:\n  - _self_\n  - trainer: default\ntrainer:\n  lr: 0.5\n");
@@ -67,7 +67,7 @@ TEST_F(Tree, SelfOrderDecidesWhoWins) {
   EXPECT_EQ(compose("self_first").config.find_path("trainer.epochs")->as_int(), 3);
 }
 
-TEST_F(Tree, GlobalPackageExperimentDeltasAndOverride) {
+TEST_F(ComposeTree, GlobalPackageExperimentDeltasAndOverride) {
   put("trainer/default.yaml", "lr: 0.1\nepochs: 3\n");
   put("trainer/fast.yaml", "lr: 0.9\nepochs: 1\n");
   put("base.yaml", "defaults:\n  - trainer: default\n  - _self_\nseed: 1\nname: base\n");
@@ -89,7 +89,7 @@ TEST_F(Tree, GlobalPackageExperimentDeltasAndOverride) {
   EXPECT_FALSE(e.has("experiment") && e.at("experiment").is_map());
 }
 
-TEST_F(Tree, PackagesAndNestedGroups) {
+TEST_F(ComposeTree, PackagesAndNestedGroups) {
   put("dataset/visa.yaml", "root: /data/visa\nclasses: [candle, pcb1]\n");
   put("dataset/mvtec.yaml", "root: /data/mvtec\n");
   put("server/apache.yaml", "defaults:\n  - db: mysql\nport: 80\n");
@@ -122,7 +122,7 @@ TEST_F(Tree, PackagesAndNestedGroups) {
   EXPECT_EQ(d.choices[0].second, "visa");
 }
 
-TEST_F(Tree, ListOfOptionsMergesInOrder) {
+TEST_F(ComposeTree, ListOfOptionsMergesInOrder) {
   put("aug/flip.yaml", "flip: true\np: 0.5\n");
   put("aug/noise.yaml", "noise: 0.1\np: 0.2\n");
   put("exp.yaml", "defaults:\n  - aug: [flip, noise]\n");
@@ -131,7 +131,7 @@ TEST_F(Tree, ListOfOptionsMergesInOrder) {
   EXPECT_DOUBLE_EQ(c.find_path("aug.p")->as_float(), 0.2);
 }
 
-TEST_F(Tree, OverridesAssignListsMergeDicts) {
+TEST_F(ComposeTree, OverridesAssignListsMergeDicts) {
   put("exp.yaml", "opt:\n  betas: [0.9, 0.999]\n  extra: {a: 1, b: 2}\n");
   Node c = compose("exp", {"opt.betas=[0.5]", "opt.extra={b: 3, c: 4}", "++opt.new=x", "~opt.extra.a"}).config;
   EXPECT_EQ(c.find_path("opt.betas")->size(), 1u);
@@ -143,7 +143,7 @@ TEST_F(Tree, OverridesAssignListsMergeDicts) {
   EXPECT_NE(c.find_path("opt.new")->mark().str().find("override '++opt.new=x'"), std::string::npos);
 }
 
-TEST_F(Tree, CompositionErrors) {
+TEST_F(ComposeTree, CompositionErrors) {
   put("trainer/default.yaml", "lr: 0.1\n");
   put("missing_opt.yaml", "defaults:\n  - trainer: nope\n");
   put("bad_override.yaml", "defaults:\n  - override /trainer: default\n");
@@ -163,7 +163,7 @@ TEST_F(Tree, CompositionErrors) {
   EXPECT_NE(error_of("dotdot").find("'..' is not allowed"), std::string::npos);
 }
 
-TEST_F(Tree, MarksPointAtTheSource) {
+TEST_F(ComposeTree, MarksPointAtTheSource) {
   put("trainer/default.yaml", "# comment\nepochs: 2\nlr:   0.1\n");
   put("exp.yaml", "defaults:\n  - trainer: default\n");
   Node c = compose("exp").config;
@@ -173,7 +173,7 @@ TEST_F(Tree, MarksPointAtTheSource) {
   EXPECT_EQ(m.column, 7);
 }
 
-TEST_F(Tree, SchemaErrorsNameFileLineKeyTypeValue) {
+TEST_F(ComposeTree, SchemaErrorsNameFileLineKeyTypeValue) {
   put("exp.yaml", "seed: 0\ntrainer:\n  lr: fast\n");
   std::string m = error_of("exp", {}, true);
   EXPECT_NE(m.find("exp.yaml:3:7: key 'trainer.lr' expects float, got string 'fast'"), std::string::npos) << m;
@@ -196,7 +196,7 @@ TEST_F(Tree, SchemaErrorsNameFileLineKeyTypeValue) {
   EXPECT_EQ(d.config.find_path("launcher.nproc")->as_int(), 2);
 }
 
-TEST(Schema, RegistrationValidationAndHelp) {
+TEST(ConfigSchema, RegistrationValidationAndHelp) {
   zsad::config::Schema s;
   s.section("method", "the anomaly detection method");
   s.add("method.name", zsad::config::Type::kString, "cops", "method name").choices({"cops", "apt"});
@@ -229,7 +229,7 @@ TEST(Schema, RegistrationValidationAndHelp) {
   EXPECT_NE(zsad::config::schema_registry().find("launcher.nproc"), nullptr);
 }
 
-TEST(Interpolation, ReferencesKeepTypes) {
+TEST(ConfigInterpolation, ReferencesKeepTypes) {
   Node c = resolved("a:\n  b: 3\n  m: {x: 1}\nc: ${a.b}\nd: ${a.m}\ne: \"lr_${a.b}_x\"\nl: [p, q]\nf: ${l.1}\ng: ${l[0]}\n");
   EXPECT_EQ(c.at("c").as_int(), 3);
   ASSERT_TRUE(c.at("d").is_map());
@@ -239,7 +239,7 @@ TEST(Interpolation, ReferencesKeepTypes) {
   EXPECT_EQ(c.at("g").as_string(), "p");
 }
 
-TEST(Interpolation, ChainsRelativeEscapes) {
+TEST(ConfigInterpolation, ChainsRelativeEscapes) {
   Node c = resolved("a: ${b}\nb: ${c}\nc: 7\nsec:\n  x: 1\n  y: ${.x}\n  sub:\n    z: ${..x}\nlit: \\${not.a.ref}\n");
   EXPECT_EQ(c.at("a").as_int(), 7);
   EXPECT_EQ(c.find_path("sec.y")->as_int(), 1);
@@ -247,7 +247,7 @@ TEST(Interpolation, ChainsRelativeEscapes) {
   EXPECT_EQ(c.at("lit").as_string(), "${not.a.ref}");
 }
 
-TEST(Interpolation, EnvironmentVariables) {
+TEST(ConfigInterpolation, EnvironmentVariables) {
   setenv("ZSAD_TEST_VAR", "42", 1);
   unsetenv("ZSAD_TEST_UNSET");
   Node c = resolved("a: ${env:ZSAD_TEST_VAR}\nb: ${oc.env:ZSAD_TEST_UNSET,fallback}\nc: \"x${env:ZSAD_TEST_VAR}\"\n"
@@ -260,7 +260,7 @@ TEST(Interpolation, EnvironmentVariables) {
   EXPECT_NE(m.find("environment variable 'ZSAD_TEST_UNSET' is not set"), std::string::npos) << m;
 }
 
-TEST(Interpolation, CyclesAndMissingKeysAreNamed) {
+TEST(ConfigInterpolation, CyclesAndMissingKeysAreNamed) {
   std::string m = resolve_error("a: ${b}\nb: ${c}\nc: ${a}\n");
   EXPECT_NE(m.find("interpolation cycle: a -> b -> c -> a"), std::string::npos) << m;
   m = resolve_error("x:\n  self: ${x.self}\n");
@@ -277,12 +277,12 @@ TEST(Interpolation, CyclesAndMissingKeysAreNamed) {
   EXPECT_NE(m.find("cannot be placed inside a string"), std::string::npos) << m;
 }
 
-TEST_F(Tree, InterpolationSeesOverrides) {
+TEST_F(ComposeTree, InterpolationSeesOverrides) {
   put("exp.yaml", "seed: 0\nname: run_${seed}\n");
   EXPECT_EQ(compose("exp", {"seed=5"}).config.at("name").as_string(), "run_5");
 }
 
-TEST(YamlIO, ScalarsTypesAndErrors) {
+TEST(ConfigYaml, ScalarsTypesAndErrors) {
   Node c = zsad::config::load_yaml_string(
       "i: 12\nf: 1e-3\ng: 2.5\nq: '12'\nb: True\nn: ~\ne:\ns: yes\ninf: .inf\nlst: [1, 'a']\n", "t.yaml");
   EXPECT_TRUE(c.at("i").is_int());
@@ -310,7 +310,7 @@ TEST(YamlIO, ScalarsTypesAndErrors) {
   }
 }
 
-TEST(YamlIO, EmitReadBackTrickyValues) {
+TEST(ConfigYaml, EmitReadBackTrickyValues) {
   Node n = Node::list();
   for (const char* s : {"", "null", "~", "true", "False", "12", "1e-3", "-.inf", " padded ", "a: b", "- x", "#x",
                         "multi\nline", "quote'\"", "${x}", "[1]", "{a}", "@at", "%p", "yes", "0x1F", "1_000"})

@@ -27,7 +27,7 @@ std::vector<std::string> texts(const std::vector<Node>& v) {
 
 }  // namespace
 
-TEST(Grammar, KeyValueForms) {
+TEST(OverrideGrammar, KeyValueForms) {
   auto o = P("trainer.lr=0.1");
   EXPECT_EQ(o.type, OverrideType::kChange);
   EXPECT_EQ(o.key, "trainer.lr");
@@ -61,7 +61,7 @@ TEST(Grammar, KeyValueForms) {
   EXPECT_EQ(o.key_element(), "dataset@train");
 }
 
-TEST(Grammar, Primitives) {
+TEST(OverrideGrammar, Primitives) {
   EXPECT_TRUE(P("a=null").value.is_null());
   EXPECT_TRUE(P("a=NULL").value.is_null());
   EXPECT_EQ(P("a=True").value.as_bool(), true);
@@ -90,7 +90,7 @@ TEST(Grammar, Primitives) {
   EXPECT_EQ(P("a=http://host:80").value.as_string(), "http://host:80");
 }
 
-TEST(Grammar, ListsAndDicts) {
+TEST(OverrideGrammar, ListsAndDicts) {
   Node l = P("a=[1, b, 'c d', [2.5, null]]").value;
   ASSERT_TRUE(l.is_list());
   ASSERT_EQ(l.size(), 4u);
@@ -111,7 +111,7 @@ TEST(Grammar, ListsAndDicts) {
   EXPECT_TRUE(P("a={}").value.is_map());
 }
 
-TEST(Grammar, Sweeps) {
+TEST(OverrideGrammar, Sweeps) {
   auto o = P("a=1,2,3");
   EXPECT_EQ(o.value_type, ValueType::kChoice);
   EXPECT_EQ(texts(o.sweep_values()), (std::vector<std::string>{"1", "2", "3"}));
@@ -145,7 +145,7 @@ TEST(Grammar, Sweeps) {
             (std::vector<std::string>{"apt", "cops", "winclip"}));
 }
 
-TEST(Grammar, RenderRoundTrip) {
+TEST(OverrideGrammar, RenderRoundTrip) {
   for (const std::string& s : {"a=1", "a=x y", "a='1'", "a='a,b'", "a=[1,'x,y',{k:v}]", "a={p:1,q:[a,b]}",
                                "a=null", "a='null'", "a=1e-05", "a=-inf", "a=''", "a=\"it's\"", "a='${x}'"}) {
     Override o = P(s);
@@ -160,7 +160,7 @@ struct Bad {
   std::string problem;
 };
 
-TEST(Grammar, MalformedInputsNameTheProblem) {
+TEST(OverrideGrammar, MalformedInputsNameTheProblem) {
   const std::vector<Bad> bad = {
       {"=5", "missing key before '='"},
       {"", "empty override"},
@@ -215,7 +215,7 @@ TEST(Grammar, MalformedInputsNameTheProblem) {
 }
 
 // Errors that need the config: missing keys without '+', deleting missing keys, schema types.
-class GrammarAgainstConfig : public ::testing::Test {
+class OverrideSemantics : public ::testing::Test {
  protected:
   void SetUp() override {
     zsad_test::write_file(dir.path / "experiments/trainer/default.yaml", "lr: 0.001\nepochs: 1\n");
@@ -237,7 +237,7 @@ class GrammarAgainstConfig : public ::testing::Test {
   zsad_test::TempDir dir;
 };
 
-TEST_F(GrammarAgainstConfig, SemanticErrors) {
+TEST_F(OverrideSemantics, SemanticErrors) {
   const std::vector<Bad> bad = {
       {"trainer.lrr=0.1", "key 'trainer.lrr' is not in the config (did you mean 'trainer.lr'?); use '+trainer.lrr=...'"},
       {"nope.x=1", "key 'nope.x' is not in the config"},
@@ -261,7 +261,7 @@ TEST_F(GrammarAgainstConfig, SemanticErrors) {
   EXPECT_NE(msg.find("override 'trainer.lr=abc'"), std::string::npos) << msg;
 }
 
-TEST_F(GrammarAgainstConfig, GroupOverrideNotInDefaults) {
+TEST_F(OverrideSemantics, GroupOverrideNotInDefaults) {
   zsad_test::write_file(dir.path / "experiments/launcher/local.yaml", "name: local\n");
   std::string msg = error_of({"launcher=local"});
   EXPECT_NE(msg.find("group 'launcher' is not in the defaults list; use '+launcher=local'"), std::string::npos) << msg;

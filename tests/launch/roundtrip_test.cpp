@@ -32,7 +32,7 @@ zsad::config::Composed compose_file(const std::string& file) {
 
 }  // namespace
 
-TEST(RoundTrip, EveryExperimentFileInTheRepo) {
+TEST(ConfigRoundTrip, EveryExperimentFileInTheRepo) {
   auto files = experiment_yaml_files();
   ASSERT_GE(files.size(), 3u) << "expected experiment files under experiments/";
   fs::path root = fs::path(zsad_test::source_dir()) / "experiments";
@@ -61,7 +61,7 @@ TEST(RoundTrip, EveryExperimentFileInTheRepo) {
   EXPECT_GE(composed, 3);
 }
 
-TEST(RoundTrip, CliCfgOutputReloadsIdentically) {
+TEST(ConfigRoundTrip, CliCfgOutputReloadsIdentically) {
   zsad_test::TempDir tmp;
   std::string exp = zsad_test::source_dir() + "/experiments/example_delta.yaml";
   auto first = zsad_test::run_zsad({"run", exp, "seed=9", "+tags.note='a, b'", "--cfg"}, tmp.str());
@@ -78,7 +78,7 @@ TEST(RoundTrip, CliCfgOutputReloadsIdentically) {
   EXPECT_NE(base.out, first.out);
 }
 
-TEST(RoundTrip, LiteralDollarBracesSurvive) {
+TEST(ConfigRoundTrip, LiteralDollarBracesSurvive) {
   zsad_test::TempDir tmp;
   zsad_test::write_file(tmp.path / "experiments/lit.yaml", "a: \\${kept}\nb: ${a}\nc: x\n");
   zsad::config::Composed c = compose_file((tmp.path / "experiments/lit.yaml").string());

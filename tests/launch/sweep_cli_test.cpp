@@ -220,11 +220,12 @@ TEST_F(SweepCli, ResumeAfterSigtermRunsEveryJobExactlyOnce) {
   // Signal while job 2 sleeps: jobs 0 and 1 are completed, job 2 is running.
   ASSERT_TRUE(zsad_test::wait_until(
       [&] {
-        if (!fs::exists(out_root())) return false;
-        for (const auto& e : fs::recursive_directory_iterator(out_root()))
-          if (e.path().filename() == "multirun.yaml") sweep = e.path().parent_path().string();
-        if (sweep.empty() || !fs::exists(sweep + "/2/.zsad/job.yaml")) return false;
+        // The sweeper is creating and renaming files meanwhile: any filesystem race means "not yet".
         try {
+          if (!fs::exists(out_root())) return false;
+          for (const auto& e : fs::recursive_directory_iterator(out_root()))
+            if (e.path().filename() == "multirun.yaml") sweep = e.path().parent_path().string();
+          if (sweep.empty() || !fs::exists(sweep + "/2/.zsad/job.yaml")) return false;
           return status_of(sweep + "/2") == "running";
         } catch (...) {
           return false;
