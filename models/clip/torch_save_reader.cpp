@@ -303,11 +303,11 @@ class Unpickler {
           push(make_int(static_cast<int64_t>(lo | (hi << 8))));
           break;
         }
-        case 0x8a: push(long_n(op_pos, u8())); break;     // LONG1
+        case 0x8a: push(long_n(u8())); break;     // LONG1
         case 0x8b: {                                      // LONG4
           int32_t n = static_cast<int32_t>(u32());
           if (n < 0) error(op_pos, "LONG4 with a negative length");
-          push(long_n(op_pos, static_cast<size_t>(n)));
+          push(long_n(static_cast<size_t>(n)));
           break;
         }
         case 'I': {                                       // INT (text; "01"/"00" are booleans)
@@ -468,7 +468,7 @@ class Unpickler {
     const uint8_t* p = bytes(static_cast<size_t>(n));
     return make_str(k, std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n)));
   }
-  Obj long_n(size_t at, size_t n) {
+  Obj long_n(size_t n) {
     const uint8_t* p = bytes(n);
     auto o = make(Kind::kInt);
     if (n == 0) return o;
@@ -491,7 +491,6 @@ class Unpickler {
     for (size_t j = n; j-- > 0;) v = (v << 8) | p[j];
     if (n < 8 && (p[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);  // sign-extend
     o->i = static_cast<int64_t>(v);
-    (void)at;
     return o;
   }
   void push(Obj o) { stack_.push_back(std::move(o)); }

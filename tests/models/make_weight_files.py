@@ -55,6 +55,8 @@ def flatten(obj, prefix, out):
         for k, v in obj.items():
             if isinstance(k, bool) or not isinstance(k, (str, int)):
                 continue
+            if isinstance(k, int) and not -2**63 <= k < 2**63:
+                continue                             # keys beyond int64 are skipped
             flatten(v, child(str(k)), out)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
@@ -275,6 +277,10 @@ def make_open_clip_like(m):
         "tuple": (torch.randn(1, generator=g),),
         "strings": ["x"],
         5: torch.tensor([5.0]),                      # an int key
+        # int keys in every pickle int encoding: BININT1/BININT2/BININT (negative), LONG1 of 6
+        # and 8 bytes at both int64 limits, and one beyond int64 (skipped)
+        "int_keys": {k: torch.tensor([float(i)]) for i, k in enumerate(
+            [255, 65535, -5, 2**40, 2**63 - 1, -(2**63), 2**64])},
     }
     assert len(ckpt["optimizer"]["param_groups"]) == 1
     return ckpt

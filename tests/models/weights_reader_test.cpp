@@ -55,6 +55,10 @@ TEST(WeightsTorchSave, NestedCheckpointWithOneElementListsAndOptimizerState) {
   EXPECT_EQ(sd.count("nested.a.c.1"), 1u);
   EXPECT_EQ(sd.count("tuple.0"), 1u);
   EXPECT_EQ(sd.count("5"), 1u);
+  EXPECT_EQ(sd.count("int_keys.1099511627776"), 1u);
+  EXPECT_EQ(sd.count("int_keys.-9223372036854775808"), 1u);
+  EXPECT_EQ(sd.count("int_keys.9223372036854775807"), 1u);
+  EXPECT_EQ(sd.count("int_keys.-5"), 1u);
   EXPECT_EQ(sd.count("state_dict.module.visual.proj"), 1u);
 }
 
@@ -80,7 +84,7 @@ TEST(WeightsTorchSave, ReadEntryForCheckpointImport) {
                               "has no tensors under 'state_dict' (top-level entries with tensors: prompt_learner)");
   const std::string ckpt = weight_file("open_clip_like.pt");
   test::expect_one_line_error([&] { read_torch_save_entry(ckpt, "prompt_learner"); }, ckpt,
-                              "(top-level entries with tensors: 5, nested, one_list, optimizer, state_dict, tuple)");
+                              "(top-level entries with tensors: 5, int_keys, nested, one_list, optimizer, state_dict, tuple)");
   EXPECT_EQ(read_torch_save_entry(ckpt, "nested.a").size(), 3u);
 }
 
