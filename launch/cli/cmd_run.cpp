@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "common/error.h"
 #include "common/exit_codes.h"
 #include "launch/cli/args.h"
 #include "launch/cli/command.h"
@@ -10,6 +11,7 @@
 #include "launch/config/schema.h"
 #include "launch/config/yaml_io.h"
 #include "launch/jobs/runner.h"
+#include "launch/sweep/slurm_launcher.h"
 #include "launch/sweep/sweep.h"
 
 namespace {
@@ -18,11 +20,12 @@ namespace fs = std::filesystem;
 
 int run_run(const std::vector<std::string>& tokens) {
   zsad::cli::Args args(
-      "zsad run EXPERIMENT [overrides...] [--cfg] [--help-config]\n"
+      "zsad run EXPERIMENT [overrides...] [--cfg] [--help-config] [--launcher local|mpirun|slurm]\n"
       "  EXPERIMENT: a YAML file or a name under ./experiments/; overrides use Hydra's grammar (docs/config.md)");
   args.toggle("cfg", "print the resolved config and exit (nothing runs)")
       .toggle("help-config", "list every config key with type, default and doc, and exit")
       .toggle("help-tasks", "list the registered job runners (task.name) and exit")
+      .flag("launcher", "shorthand for the override launcher.name=VALUE (slurm: submit with sbatch)")
       .positionals("EXPERIMENT [overrides...]", 0);
   args.parse(tokens);
   if (args.on("help-config")) {
@@ -37,12 +40,20 @@ int run_run(const std::vector<std::string>& tokens) {
   zsad::config::ComposeRequest req;
   req.experiment = args.rest()[0];
   req.overrides.assign(args.rest().begin() + 1, args.rest().end());
+  if (args.has("launcher")) req.overrides.push_back("launcher.name=" + args.get("launcher"));
   zsad::config::Composed c = zsad::config::compose(req);
   if (args.on("cfg")) {
     zsad::config::EmitOptions eo;
     eo.escape_interpolation = true;
     std::cout << zsad::config::to_yaml(c.config, eo);
     return zsad::kExitSuccess;
+  }
+  // Fail before creating a run directory when nothing can run the task.
+  std::string task = zsad::config::get_or_default(c.config, "task.name").scalar_text();
+  if (!zsad::launch::job_runner_registry().count(task)) {
+    std::string known;
+    for (const auto& [name, e] : zsad::launch::job_runner_registry()) known += (known.empty() ? "" : ", ") + name;
+    throw zsad::Error("task.name '" + task + "' has no registered job runner in this build (known: " + known + ")");
   }
   zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
   std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,
@@ -52,6 +63,8 @@ int run_run(const std::vector<std::string>& tokens) {
   for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
   fs::create_directories(unique);
   std::cerr << "zsad run: " << unique << "\n";
+  if (zsad::config::get_or_default(c.config, "launcher.name").scalar_text() == "slurm")
+    return zsad::launch::submit_slurm_run(unique, c.config, req.overrides);  // sbatch; does not wait
   zsad::launch::RunOptions opts;
   opts.tee = true;
   return zsad::launch::run_single(unique, c.config, req.overrides, opts);

@@ -60,7 +60,12 @@ std::string format_float(double v) {
     if (std::strtod(buf, nullptr) == v) break;
   }
   std::string s = buf;
-  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  // Keep a '.' in the mantissa: "1.0", "1.0e-10". YAML 1.1 readers (PyYAML) need it to see a float.
+  size_t e = s.find_first_of("eE");
+  if (s.find('.') == std::string::npos && s.find('n') == std::string::npos) {
+    if (e == std::string::npos) s += ".0";
+    else s.insert(e, ".0");
+  }
   return s;
 }
 

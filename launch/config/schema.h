@@ -88,6 +88,8 @@ Schema& schema_registry();
 void register_all_schemas(Schema& s);
 // The keys launch/ itself reads (experiment, seed, output, launcher, task, sweep, tags).
 void register_core_schema(Schema& s);
+// eval.*, model.*, method.* of every registered method (launch/config/schemas/eval.cpp).
+void register_eval_schema(Schema& s);
 
 // Levenshtein distance (exposed for tests and other "did you mean" hints).
 size_t edit_distance(const std::string& a, const std::string& b);

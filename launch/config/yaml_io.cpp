@@ -182,6 +182,18 @@ std::string package_header(const std::string& path) {
 
 namespace {
 
+// Plain scalars that YAML 1.1 readers (PyYAML, used by Python aggregation scripts) would not read
+// as strings: yes/no/on/off/y/n, and number-like text (0x1F, 1:20, 1_0). Quoting them keeps the
+// printed config readable identically everywhere.
+bool yaml11_special(const std::string& s) {
+  std::string l = lower(s);
+  for (const char* w : {"yes", "no", "on", "off", "y", "n"})
+    if (l == w) return true;
+  size_t i = (!s.empty() && (s[0] == '+' || s[0] == '-' || s[0] == '.')) ? 1 : 0;
+  if (i < s.size() && s[0] == '.' ) return true;
+  return i < s.size() && is_digit(s[i]);
+}
+
 void emit(YAML::Emitter& out, const Node& n, const EmitOptions& opts) {
   switch (n.kind()) {
     case Node::Kind::kNull: out << YAML::Null; break;
@@ -202,7 +214,7 @@ void emit(YAML::Emitter& out, const Node& n, const EmitOptions& opts) {
       // ""), or has surrounding whitespace.
       Node back = typed_scalar(s);
       bool quote = !back.is_string() || back.as_string() != s || s.empty() || s.front() == ' ' ||
-                   s.back() == ' ' || s.find('\n') != std::string::npos;
+                   s.back() == ' ' || s.find('\n') != std::string::npos || yaml11_special(s);
       if (quote) out << YAML::DoubleQuoted;
       out << s;
       break;
@@ -226,7 +238,7 @@ void emit(YAML::Emitter& out, const Node& n, const EmitOptions& opts) {
         const std::string& k = n.keys()[i];
         out << YAML::Key;
         Node back = typed_scalar(k);
-        if (!back.is_string() || back.as_string() != k || k.empty()) out << YAML::DoubleQuoted;
+        if (!back.is_string() || back.as_string() != k || k.empty() || yaml11_special(k)) out << YAML::DoubleQuoted;
         out << k << YAML::Value;
         emit(out, n.items()[i], opts);
       }

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "launch/config/compose.h"
@@ -28,6 +30,41 @@ zsad::config::Composed compose_file(const std::string& file) {
   req.experiment = file;
   req.validate = false;  // other components' keys may not be registered in this test binary
   return zsad::config::compose(req);
+}
+
+nlohmann::ordered_json to_json(const Node& n) {
+  switch (n.kind()) {
+    case Node::Kind::kNull: return nullptr;
+    case Node::Kind::kBool: return n.as_bool();
+    case Node::Kind::kInt: return n.as_int();
+    case Node::Kind::kFloat: {
+      double v = n.as_float();
+      if (std::isnan(v)) return {{"__float__", "nan"}};
+      if (std::isinf(v)) return {{"__float__", v > 0 ? "inf" : "-inf"}};
+      return v;
+    }
+    case Node::Kind::kString: return n.as_string();
+    case Node::Kind::kList: {
+      auto a = nlohmann::ordered_json::array();
+      for (const auto& c : n.items()) a.push_back(to_json(c));
+      return a;
+    }
+    case Node::Kind::kMap: {
+      auto o = nlohmann::ordered_json::object();
+      for (size_t i = 0; i < n.size(); ++i) o[n.keys()[i]] = to_json(n.items()[i]);
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+// PyYAML must read the printed text as the same data as zsad's tree.
+void expect_pyyaml_reads_same(const Node& tree, const std::string& printed, const fs::path& tmp, const std::string& tag) {
+  zsad_test::write_file(tmp / (tag + ".yaml"), printed);
+  zsad_test::write_file(tmp / (tag + ".json"), to_json(tree).dump());
+  std::string out = zsad_test::run_python(
+      "yaml_crosscheck.py", {(tmp / (tag + ".yaml")).string(), (tmp / (tag + ".json")).string()}, tmp.string());
+  EXPECT_EQ(out, "ok\n") << tag << ": " << out << "\n" << printed;
 }
 
 }  // namespace
@@ -56,6 +93,7 @@ TEST(ConfigRoundTrip, EveryExperimentFileInTheRepo) {
     EXPECT_TRUE(again.config == c.config) << "printed:\n" << printed << "\nreloaded:\n"
                                           << zsad::config::to_yaml(again.config, eo);
     EXPECT_EQ(zsad::config::to_yaml(again.config, eo), printed);
+    expect_pyyaml_reads_same(c.config, zsad::config::to_yaml(c.config), tmp.path, f.stem().string());
     ++composed;
   }
   EXPECT_GE(composed, 3);
@@ -89,4 +127,26 @@ TEST(ConfigRoundTrip, LiteralDollarBracesSurvive) {
   zsad_test::write_file(tmp.path / "experiments/lit2.yaml", zsad::config::to_yaml(c.config, eo));
   zsad::config::Composed again = compose_file((tmp.path / "experiments/lit2.yaml").string());
   EXPECT_TRUE(again.config == c.config);
+}
+
+TEST(ConfigRoundTrip, PyYamlReadsTrickyValuesIdentically) {
+  Node m = Node::map();
+  Node strs = Node::list();
+  for (const char* v : {"", "null", "~", "true", "yes", "No", "on", "OFF", "y", "n", "12", "0x1F", "1:20", "1_000", "0o17",
+                        "1e5", ".5", "-.inf", "a: b", "- x", "#x", "multi\nline", "quote'\"", "${x}", "plain text",
+                        "/abs/path", "C:\\dir", "@at", "%p", "*star", "&amp", "!bang", "|pipe", ">gt", "back`tick"})
+    strs.push_back(Node(std::string(v)));
+  m.set("strings", strs);
+  Node nums = Node::list();
+  for (double d : {0.0, 0.1, 1.0, 1e-10, 123456789.0, -2.5e300, 3.0000000000000004, 1e22, 5e-324})
+    nums.push_back(Node(d));
+  for (int64_t i : {int64_t{0}, int64_t{-7}, int64_t{9007199254740993}}) nums.push_back(Node(i));
+  m.set("numbers", nums);
+  m.set("yes", Node(true));
+  m.set("1", Node());
+  m.set("nested", Node::map());
+  m.at("nested").set("list", Node::list());
+  zsad_test::TempDir tmp;
+  expect_pyyaml_reads_same(m, zsad::config::to_yaml(m), tmp.path, "tricky");
+  EXPECT_TRUE(zsad::config::load_yaml_string(zsad::config::to_yaml(m)) == m);
 }
