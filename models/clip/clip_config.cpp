@@ -90,7 +90,7 @@ ClipConfig clip_config(const std::string& name) {
 
 ClipConfig infer_config(const StateDict& sd) {
   ClipConfig c;
-  c.name = "inferred";
+  c.name = "custom";
   if (!sd.count("visual.proj")) {
     throw Error("CLIP state dict: missing key 'visual.proj' (only ViT CLIP models in OpenAI's layout are supported)");
   }

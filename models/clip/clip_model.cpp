@@ -1,10 +1,13 @@
 #include "models/clip/clip_model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <c10/core/GradMode.h>
 #include <torch/nn/init.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -96,12 +99,17 @@ struct VisionTransformerImpl::Workspace {
   at::Tensor qkv;            // [B*N, 3W]
   at::Tensor a_ori, a_vv;    // [B*N, W] attention context (heads merged), before out_proj
   at::Tensor fc, tmp;        // [B*N, 4W]
-  at::Tensor q, k, v, vs;    // [H, N, hd] of one image; q and vs pre-scaled by 1/sqrt(hd)
-  at::Tensor scores;         // flat, chunk * block * N
+  // parallel_heads: [T, N, hd] per thread; otherwise [H, N, hd] of one image.
+  // q and vs are pre-scaled by 1/sqrt(hd) (a power of two for hd = 64: exact).
+  at::Tensor q, k, v, vs;
+  at::Tensor scores;         // parallel_heads: [T, block * N]; otherwise flat chunk * block * N
+  bool parallel = false;
+  int64_t threads = 0;
 
-  bool fits(int64_t r, int64_t w, int64_t h, int64_t n, int64_t c, int64_t b, const at::TensorOptions& o) const {
+  bool fits(int64_t r, int64_t w, int64_t h, int64_t n, int64_t c, int64_t b, bool par, int64_t t,
+            const at::TensorOptions& o) const {
     return qkv.defined() && r == rows && w == width && h == heads && n == tokens && c == chunk && b == block &&
-           qkv.device() == o.device();
+           par == parallel && t == threads && qkv.device() == o.device();
   }
 };
 
@@ -166,6 +174,47 @@ void attention_path(const at::Tensor& qs, const at::Tensor& k, const at::Tensor&
   }
 }
 
+// OpenBLAS (pthreads build, Debian's libblas.so.3 alternative) runs its own thread pool; inside
+// our OpenMP region every BLAS call must stay on the calling thread. Found at run time so any
+// BLAS links; with another BLAS this is a no-op.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+    static auto set_fn = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    static auto get_fn = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    set_ = set_fn;
+    if (set_ && get_fn) {
+      previous_ = get_fn();
+      if (previous_ != 1) set_(1);
+    }
+  }
+  ~SingleThreadedBlas() {
+    if (set_ && previous_ > 1) set_(previous_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  void (*set_)(int) = nullptr;
+  int previous_ = 0;
+};
+
+// One head of one image: out = softmax(qs kt) v, in blocks of `block` query rows. qs, k, v are
+// [N,hd] contiguous; out is [N,hd] with unit column stride (a column slice of [N,W]).
+void head_attention(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& v, const at::Tensor& scores,
+                    const at::Tensor& out, int64_t block) {
+  const int64_t N = qs.size(0);
+  const auto kt = k.t();
+  for (int64_t r0 = 0; r0 < N; r0 += block) {
+    const int64_t r = std::min(block, N - r0);
+    auto s = scores.narrow(0, 0, r * N).view({r, N});
+    at::mm_out(s, qs.narrow(0, r0, r), kt);
+    at::_softmax_out(s, s, -1, false);
+    auto o = out.narrow(0, r0, r);
+    at::mm_out(o, s, v);
+  }
+}
+
 void quick_gelu_inplace(at::Tensor& x, at::Tensor& tmp) {
   at::mul_out(tmp, x, at::scalar_tensor(1.702, x.options()));
   tmp.sigmoid_();
@@ -202,19 +251,24 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
   const int64_t chunk = std::max<int64_t>(1, std::min(heads_per_chunk, H));
   const int64_t block = rows_per_block > 0 ? std::min(rows_per_block, N) : N;
   const auto opts = x_ori.options();
-  if (!ws_ || !ws_->fits(B * N, W, H, N, chunk, block, opts)) {
+  // The per-head OpenMP path is for CPU tensors; CUDA runs the chunked path.
+  const bool par = parallel_heads && x_ori.device().is_cpu();
+  const int64_t T = par ? at::get_num_threads() : 1;
+  if (!ws_ || !ws_->fits(B * N, W, H, N, chunk, block, par, T, opts)) {
     ws_.reset();  // free the old buffers before allocating new ones
     auto ws = std::make_shared<Workspace>();
     ws->rows = B * N, ws->width = W, ws->heads = H, ws->tokens = N, ws->chunk = chunk, ws->block = block;
+    ws->parallel = par, ws->threads = T;
     ws->qkv = at::empty({B * N, 3 * W}, opts);
     ws->a_ori = at::empty({B * N, W}, opts);
     ws->fc = at::empty({B * N, 4 * W}, opts);
     ws->tmp = at::empty({B * N, 4 * W}, opts);
-    ws->q = at::empty({H, N, hd}, opts);
-    ws->k = at::empty({H, N, hd}, opts);
-    ws->v = at::empty({H, N, hd}, opts);
-    ws->vs = at::empty({H, N, hd}, opts);
-    ws->scores = at::empty({chunk * block * N}, opts);
+    const int64_t lead = par ? T : H;
+    ws->q = at::empty({lead, N, hd}, opts);
+    ws->k = at::empty({lead, N, hd}, opts);
+    ws->v = at::empty({lead, N, hd}, opts);
+    ws->vs = at::empty({lead, N, hd}, opts);
+    ws->scores = par ? at::empty({T, block * N}, opts) : at::empty({chunk * block * N}, opts);
     ws_ = ws;
   }
   Workspace& ws = *ws_;
@@ -228,6 +282,13 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
   VisionOutput out;
   const std::set<int64_t> wanted(request.layers.begin(), request.layers.end());
   std::map<int64_t, at::Tensor> layer_tokens;
+  // Phase timings (cheap: a clock read per phase), read by the benchmark.
+  auto last = std::chrono::steady_clock::now();
+  auto tick = [&](double& acc) {
+    auto now = std::chrono::steady_clock::now();
+    acc += std::chrono::duration<double>(now - last).count();
+    last = now;
+  };
   for (int64_t l = 0; l < L; ++l) {
     auto blk = transformer->block(l);
     const bool dual = l >= L - request.vv_depth;
@@ -235,7 +296,28 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
 
     auto h = at::layer_norm(x_ori, {W}, blk->ln_1->weight, blk->ln_1->bias, 1e-5);
     at::addmm_out(ws.qkv, blk->attn->in_proj_bias, h, blk->attn->in_proj_weight.t());
-    for (int64_t b = 0; b < B; ++b) {
+    tick(timings.qkv);
+    if (par) {
+      SingleThreadedBlas single_blas;
+      at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+        at::NoGradGuard no_grad_here;
+        const int64_t t = at::get_thread_num();
+        auto q = ws.q[t], k = ws.k[t], v = ws.v[t], vs = ws.vs[t], sc = ws.scores[t];
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t b = task / H, h = task % H;
+          auto rows = ws.qkv.narrow(0, b * N, N);
+          q.copy_(rows.narrow(1, h * hd, hd)).mul_(scale);
+          k.copy_(rows.narrow(1, W + h * hd, hd));
+          v.copy_(rows.narrow(1, 2 * W + h * hd, hd));
+          head_attention(q, k, v, sc, ws.a_ori.narrow(0, b * N, N).narrow(1, h * hd, hd), block);
+          if (dual) {
+            vs.copy_(v).mul_(scale);
+            head_attention(vs, v, v, sc, ws.a_vv.narrow(0, b * N, N).narrow(1, h * hd, hd), block);
+          }
+        }
+      });
+    }
+    for (int64_t b = 0; b < B && !par; ++b) {
       auto qkv_b = ws.qkv.narrow(0, b * N, N).view({N, 3, H, hd});
       ws.q.copy_(qkv_b.select(1, 0).permute({1, 0, 2})).mul_(scale);
       ws.k.copy_(qkv_b.select(1, 1).permute({1, 0, 2}));
@@ -248,10 +330,12 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
         attention_path(ws.vs, ws.v, ws.v, ws.scores, o_vv, chunk, block);
       }
     }
+    tick(timings.attention);
     const auto& wo = blk->attn->out_proj->weight;
     const auto& bo = blk->attn->out_proj->bias;
     x_ori.addmm_(ws.a_ori, wo.t()).add_(bo);
     if (dual) x_vv.addmm_(ws.a_vv, wo.t()).add_(bo);  // no MLP on the V-V path
+    tick(timings.out_proj);
 
     auto h2 = at::layer_norm(x_ori, {W}, blk->ln_2->weight, blk->ln_2->bias, 1e-5);
     at::addmm_out(ws.fc, blk->mlp->c_fc->bias, h2, blk->mlp->c_fc->weight.t());
@@ -263,6 +347,7 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
       act = ws.tmp;
     }
     x_ori.addmm_(act, blk->mlp->c_proj->weight.t()).add_(blk->mlp->c_proj->bias);
+    tick(timings.mlp);
 
     if (wanted.count(l + 1)) {
       auto t = patch_part(x_vv.defined() ? x_vv : x_ori);
@@ -361,13 +446,13 @@ void load_state_dict(ClipModel& model, const StateDict& sd) {
   auto copy_into = [&](const std::string& key, at::Tensor& target) {
     auto it = sd.find(key);
     if (it == sd.end()) {
-      throw Error("CLIP weights: missing key '" + key + "' (model " + model->cfg.name + " expects shape " +
+      throw Error("CLIP weights: missing key '" + key + "' (model '" + model->cfg.name + "' expects shape " +
                   shape_str(target.sizes()) + ")");
     }
     const auto& src = it->second;
     if (!src.defined() || src.sizes() != target.sizes()) {
       throw Error("CLIP weights: key '" + key + "' has shape " + (src.defined() ? shape_str(src.sizes()) : "undefined") +
-                  " in the file, model " + model->cfg.name + " expects " + shape_str(target.sizes()));
+                  " in the file, model '" + model->cfg.name + "' expects " + shape_str(target.sizes()));
     }
     target.copy_(src.to(at::kFloat));
     used.insert(key);
@@ -377,7 +462,7 @@ void load_state_dict(ClipModel& model, const StateDict& sd) {
   for (const auto& [key, value] : sd) {
     if (used.count(key) || kIgnored.count(key)) continue;
     throw Error("CLIP weights: unexpected key '" + key + "' with shape " +
-                (value.defined() ? shape_str(value.sizes()) : "undefined") + " (model " + model->cfg.name +
+                (value.defined() ? shape_str(value.sizes()) : "undefined") + " (model '" + model->cfg.name + "'" +
                 " has no such parameter)");
   }
 }

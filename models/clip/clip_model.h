@@ -104,9 +104,16 @@ class VisionTransformerImpl : public torch::nn::Module {
   // Frees the attention/MLP buffers kept between calls.
   void release_workspace();
 
-  // Attention core tuning (benchmarked in bench/clip_vision_bench.cpp).
-  int64_t heads_per_chunk = 1;
-  int64_t rows_per_block = 0;  // 0 = all query rows at once
+  // Attention core (benchmarked in bench/clip_vision_bench.cpp). parallel_heads: one OpenMP
+  // region per block over (image, head) pairs, single-threaded BLAS/softmax inside (OpenBLAS is
+  // switched to 1 thread for the region). Otherwise: per image, chunks of heads_per_chunk heads,
+  // with BLAS' and ATen's own threading. rows_per_block: query rows per score block (0 = all).
+  bool parallel_heads = true;
+  struct Timings {
+    double qkv = 0, attention = 0, out_proj = 0, mlp = 0;  // seconds, accumulated over forwards
+  } timings;
+  int64_t heads_per_chunk = 16;
+  int64_t rows_per_block = 0;
 
   ClipConfig cfg;
   torch::nn::Conv2d conv1{nullptr};

@@ -189,13 +189,24 @@ TEST(ClipVision, AttentionChunkingDoesNotChangeResults) {
   r.vv_depth = 2;
   r.layers = {1, 3};
   auto base = m->encode_vision(px, r);
-  for (auto [chunk, rows] : std::vector<std::pair<int64_t, int64_t>>{{2, 0}, {1, 5}, {2, 16}, {7, 1}}) {
-    m->visual->heads_per_chunk = chunk;
-    m->visual->rows_per_block = rows;
-    auto o = m->encode_vision(px, r);
-    EXPECT_LT(max_diff(o.patch_tokens, base.patch_tokens), 1e-5) << chunk << "/" << rows;
-    EXPECT_LT(max_diff(o.layer_patch_tokens[1], base.layer_patch_tokens[1]), 1e-5) << chunk << "/" << rows;
+  for (bool par : {true, false}) {
+    for (auto [chunk, rows] : std::vector<std::pair<int64_t, int64_t>>{{2, 0}, {1, 5}, {2, 16}, {7, 1}}) {
+      m->visual->parallel_heads = par;
+      m->visual->heads_per_chunk = chunk;
+      m->visual->rows_per_block = rows;
+      auto o = m->encode_vision(px, r);
+      EXPECT_LT(max_diff(o.patch_tokens, base.patch_tokens), 1e-5) << par << "/" << chunk << "/" << rows;
+      EXPECT_LT(max_diff(o.layer_patch_tokens[1], base.layer_patch_tokens[1]), 1e-5) << par << "/" << chunk << "/" << rows;
+    }
   }
+  // Two intra-op threads split the (image, head) pairs; results do not depend on the split.
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  m->visual->parallel_heads = true;
+  m->visual->rows_per_block = 0;
+  auto two = m->encode_vision(px, r);
+  at::set_num_threads(threads_before);
+  EXPECT_LT(max_diff(two.patch_tokens, base.patch_tokens), 1e-5);
   // A smaller batch after a larger one reallocates the buffers and still agrees.
   auto one = m->encode_vision(px.narrow(0, 1, 1), r);
   EXPECT_LT(max_diff(one.patch_tokens, base.patch_tokens.narrow(0, 1, 1)), 1e-5);
