@@ -76,6 +76,24 @@ CopsModel::CopsModel(const CopsOptions& options, TextTower tower, uint64_t seed)
   for (auto& [name, t] : named_parameters(true)) t->set_requires_grad(true);
 }
 
+void CopsModel::set_options(const CopsOptions& o) {
+  o.validate();
+  auto same = [](const char* key, int64_t a, int64_t b) {
+    if (a != b)
+      throw Error(std::string("method.cops.") + key + ": cannot change from " + std::to_string(a) + " to " +
+                  std::to_string(b) + " on a built model (it shapes the parameters)");
+  };
+  same("feature_dim", options_.feature_dim, o.feature_dim);
+  same("num_prototypes", options_.num_prototypes, o.num_prototypes);
+  same("extractor_heads", options_.extractor_heads, o.extractor_heads);
+  same("n_ctx", options_.n_ctx, o.n_ctx);
+  same("cls_len", options_.cls_len, o.cls_len);
+  same("icts", options_.icts, o.icts);
+  same("deep_prompt_depth", options_.deep_prompt_depth, o.deep_prompt_depth);
+  same("deep_prompt_length", options_.deep_prompt_length, o.deep_prompt_length);
+  options_ = o;
+}
+
 NamedTensorRefs CopsModel::named_parameters(bool include_vae_encoder) {
   NamedTensorRefs out;
   out.push_back({"ctx_pos", &prompt.ctx_pos});

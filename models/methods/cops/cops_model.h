@@ -54,6 +54,9 @@ class CopsModel {
   CopsModel(const CopsOptions& options, TextTower tower, uint64_t seed = 0);
 
   const CopsOptions& options() const { return options_; }
+  // Replaces the non-structural switches (losses, kernels, alpha/beta, ablations of the forward,
+  // ...); throws zsad::Error naming the key if a field that shapes the parameters differs.
+  void set_options(const CopsOptions& o);
 
   // All loss terms of one training iteration (train.py order), each already weighted into "total":
   // image, focal, dice, dice_inv, patch (= focal + dice + dice_inv), gather, scatter, kl, rec, total.

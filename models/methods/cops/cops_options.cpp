@@ -52,17 +52,19 @@ struct KeyDef {
   const char* help;
   std::function<void(CopsOptions&, const std::string&)> set;
   std::function<std::string(const CopsOptions&)> get;
+  const char* type = "string";
+  std::vector<std::string> choices = {};
 };
 
 #define ZSAD_INT_KEY(field, help)                                                            \
   KeyDef{#field, help, [](CopsOptions& o, const std::string& v) { o.field = parse_int(#field, v); }, \
-         [](const CopsOptions& o) { return std::to_string(o.field); }}
+         [](const CopsOptions& o) { return std::to_string(o.field); }, "int"}
 #define ZSAD_DOUBLE_KEY(field, help)                                                             \
   KeyDef{#field, help, [](CopsOptions& o, const std::string& v) { o.field = parse_double(#field, v); }, \
-         [](const CopsOptions& o) { return fmt_double(o.field); }}
+         [](const CopsOptions& o) { return fmt_double(o.field); }, "float"}
 #define ZSAD_BOOL_KEY(field, help)                                                             \
   KeyDef{#field, help, [](CopsOptions& o, const std::string& v) { o.field = parse_bool(#field, v); }, \
-         [](const CopsOptions& o) { return std::string(o.field ? "true" : "false"); }}
+         [](const CopsOptions& o) { return std::string(o.field ? "true" : "false"); }, "bool"}
 
 const std::vector<KeyDef>& key_table() {
   static const std::vector<KeyDef> table = {
@@ -86,7 +88,7 @@ const std::vector<KeyDef>& key_table() {
              },
              [](const CopsOptions& o) {
                return std::string(o.assignment == PrototypeAssignment::kCode ? "code" : "figure");
-             }},
+             }, "string", {"code", "figure"}},
       ZSAD_BOOL_KEY(reconstruction, "VAE reconstruction loss (code: off when training on VisA)"),
       KeyDef{"reconstruction_mode", "all_pairs (code's broadcast) | per_sample",
              [](CopsOptions& o, const std::string& v) {
@@ -96,7 +98,7 @@ const std::vector<KeyDef>& key_table() {
              },
              [](const CopsOptions& o) {
                return std::string(o.reconstruction_mode == ReconstructionMode::kAllPairs ? "all_pairs" : "per_sample");
-             }},
+             }, "string", {"all_pairs", "per_sample"}},
       ZSAD_INT_KEY(r_train, "posterior VAE samples per image in training"),
       ZSAD_INT_KEY(r_test, "prior VAE samples per image at test"),
       ZSAD_DOUBLE_KEY(temperature, "softmax temperature of the cosine logits"),
@@ -116,7 +118,7 @@ const std::vector<KeyDef>& key_table() {
              },
              [](const CopsOptions& o) {
                return std::string(o.train_upsample == UpsampleMode::kNearest ? "nearest" : "bilinear");
-             }},
+             }, "string", {"nearest", "bilinear"}},
       ZSAD_INT_KEY(train_kernel, "avg-pool smoothing kernel on the training set (3 MVTec, else 5)"),
       ZSAD_INT_KEY(test_kernel, "avg-pool smoothing kernel on the test set (3 VisA, else 5)"),
       ZSAD_DOUBLE_KEY(alpha, "SAGA weight of minmax(d_n) (0.35 VisA, else 0.26)"),
@@ -129,7 +131,7 @@ const std::vector<KeyDef>& key_table() {
              },
              [](const CopsOptions& o) {
                return std::string(o.saga_minmax == MinMaxScope::kPerImage ? "per_image" : "batch");
-             }},
+             }, "string", {"per_image", "batch"}},
       ZSAD_INT_KEY(text_context, "tokens run through the text tower: 0 = up to EOT (exact), 77 = code"),
   };
   return table;
@@ -164,7 +166,8 @@ void CopsOptions::validate() const {
 std::vector<CopsOptionKey> cops_option_keys() {
   CopsOptions defaults;
   std::vector<CopsOptionKey> out;
-  for (const auto& k : key_table()) out.push_back({std::string(kPrefix) + k.name, k.get(defaults), k.help});
+  for (const auto& k : key_table())
+    out.push_back({std::string(kPrefix) + k.name, k.get(defaults), k.help, k.type, k.choices});
   return out;
 }
 

@@ -86,6 +86,8 @@ struct CopsOptionKey {
   std::string name;
   std::string default_value;
   std::string help;
+  std::string type;                  // bool | int | float | string
+  std::vector<std::string> choices;  // strings only
 };
 std::vector<CopsOptionKey> cops_option_keys();
 
