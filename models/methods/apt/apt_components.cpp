@@ -1,0 +1,189 @@
+#include "models/methods/apt/apt_components.h"
+
+#include <ATen/ATen.h>
+
+#include <map>
+
+#include "common/error.h"
+#include "data/rng.h"
+#include "data/transforms.h"
+
+namespace zsad::models::apt {
+
+std::string class_name_text(const std::string& cls, ClassNameMapping mapping) {
+  if (mapping == ClassNameMapping::kPromptAD) {
+    static const std::map<std::string, std::string> m = {
+        {"macaroni1", "macaroni"}, {"macaroni2", "macaroni"},
+        {"pcb1", "printed circuit board"}, {"pcb2", "printed circuit board"},
+        {"pcb3", "printed circuit board"}, {"pcb4", "printed circuit board"},
+        {"pipe_fryum", "pipe fryum"}, {"chewinggum", "chewing gum"}, {"metal_nut", "metal nut"}};
+    auto it = m.find(cls);
+    if (it != m.end()) return it->second;
+  }
+  std::string out = cls;
+  for (auto& c : out)
+    if (c == '_') c = ' ';
+  return out;
+}
+
+std::string fill_template(const std::string& templ, const std::string& word) {
+  std::string out = templ;
+  const auto p = out.find("{}");
+  if (p != std::string::npos) out.replace(p, 2, word);
+  return out;
+}
+
+at::Tensor object_mask_from_patches(const at::Tensor& patches, const at::Tensor& t_obj, const at::Tensor& t_bg,
+                                    int64_t grid, int64_t size, double scale, double threshold, int64_t dilate,
+                                    double min_fraction) {
+  if (patches.dim() != 2 || patches.size(0) != grid * grid)
+    throw Error("object mask: patch tokens must be [grid^2, E] with grid " + std::to_string(grid));
+  auto F = patches.to(at::kFloat);
+  F = F / F.norm(2, {-1}, true);
+  auto to = t_obj.to(at::kFloat).flatten(), tb = t_bg.to(at::kFloat).flatten();
+  to = to / to.norm();
+  tb = tb / tb.norm();
+  auto logits = at::stack({at::matmul(F, to), at::matmul(F, tb)}, -1) * scale;  // [P,2]
+  auto o = at::softmax(logits, -1).select(-1, 0).view({1, 1, grid, grid});
+  auto up = at::upsample_bilinear2d(o, {size, size}, false).view({1, 1, size, size});
+  auto m = (up > threshold).to(at::kFloat);
+  if (dilate > 0) {
+    const int64_t r = dilate * (size / grid);
+    m = at::max_pool2d(m, {2 * r + 1, 2 * r + 1}, {1, 1}, {r, r});
+  }
+  m = m.view({size, size});
+  if (m.mean().item<double>() < min_fraction) m = at::ones_like(m);
+  return m.to(at::kByte);
+}
+
+data::AnomalySynthesisConfig synthesis_config(const AptOptions& o) {
+  data::AnomalySynthesisConfig c;
+  c.region = o.synth_region == SynthRegion::kPerlin   ? data::AnomalySynthesisConfig::Region::kPerlin
+             : o.synth_region == SynthRegion::kShapes ? data::AnomalySynthesisConfig::Region::kShapes
+                                                      : data::AnomalySynthesisConfig::Region::kMixed;
+  c.sigma_min = o.sigma_min;
+  c.sigma_max = o.sigma_max;
+  c.blur_probability = o.blur_probability;
+  c.min_mask_area = o.min_mask_area;
+  c.object_min_fraction = o.object_min_fraction;
+  if (o.synth_noise == SynthNoise::kGaussian) {
+    c.p_gaussian = 1.0;
+    c.p_uniform = 0.0;
+    c.p_salt_pepper = 0.0;
+  }
+  return c;
+}
+
+SyntheticBatch synthesize_batch(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
+                                const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
+                                uint64_t step) {
+  const int64_t K = images01.size(0), C = images01.size(1), H = images01.size(2), W = images01.size(3);
+  auto imgs = images01.to(at::kFloat).contiguous();
+  at::Tensor om;
+  if (object_masks.defined()) om = object_masks.to(at::kByte).contiguous();
+  SyntheticBatch out;
+  out.images = at::empty({K * r, C, H, W}, at::kFloat);
+  out.masks = at::empty({K * r, H, W}, at::kFloat);
+  for (int64_t i = 0; i < K; ++i) {
+    const float* src = imgs.data_ptr<float>() + i * C * H * W;
+    const uint8_t* obj = om.defined() ? om.data_ptr<uint8_t>() + i * H * W : nullptr;
+    for (int64_t v = 0; v < r; ++v) {
+      const int64_t j = i * r + v;
+      data::Rng rng(data::mix_seed(seed, stream, step, static_cast<uint64_t>(j)));
+      auto s = data::synthesize_anomaly(src, static_cast<int>(C), static_cast<int>(H), static_cast<int>(W), obj, cfg, rng);
+      std::copy(s.image.begin(), s.image.end(), out.images.data_ptr<float>() + j * C * H * W);
+      float* m = out.masks.data_ptr<float>() + j * H * W;
+      for (int64_t p = 0; p < H * W; ++p) m[p] = s.mask[p] ? 1.f : 0.f;
+    }
+  }
+  return out;
+}
+
+at::Tensor clip_denormalize(const at::Tensor& x) {
+  auto mean = at::tensor({data::kClipMean[0], data::kClipMean[1], data::kClipMean[2]}, x.options()).view({1, 3, 1, 1});
+  auto std = at::tensor({data::kClipStd[0], data::kClipStd[1], data::kClipStd[2]}, x.options()).view({1, 3, 1, 1});
+  return (x * std + mean).clamp(0.0, 1.0);
+}
+
+at::Tensor clip_normalize(const at::Tensor& x01) {
+  auto mean = at::tensor({data::kClipMean[0], data::kClipMean[1], data::kClipMean[2]}, x01.options()).view({1, 3, 1, 1});
+  auto std = at::tensor({data::kClipStd[0], data::kClipStd[1], data::kClipStd[2]}, x01.options()).view({1, 3, 1, 1});
+  return (x01 - mean) / std;
+}
+
+at::Tensor project_gradient(const at::Tensor& g_d, const at::Tensor& g_g, double lambda) {
+  const auto norm = g_g.norm();
+  if (norm.item<double>() == 0.0) return g_d;
+  auto u = g_g / norm;
+  auto dot = (g_d * u).sum();
+  if (dot.item<double>() < 0.0) return g_d - lambda * dot * u;
+  return g_d;
+}
+
+at::Tensor meta_prompt_update(const at::Tensor& t_meta, const at::Tensor& t_learned, const at::Tensor& t0, double beta,
+                              double gamma) {
+  auto t = beta * t_meta + (1.0 - beta) * t_learned.detach();
+  t = t / t.norm(2, {-1}, true);
+  t = t + gamma * t0;
+  return t / t.norm(2, {-1}, true);
+}
+
+at::Tensor anchor(const at::Tensor& feats, AnchorMean mode) {
+  auto x = feats;
+  if (mode == AnchorMean::kNormalized) x = x / x.norm(2, {-1}, true);
+  auto m = x.mean(0);
+  return m / m.norm();
+}
+
+at::Tensor two_way_logits(const at::Tensor& f, const at::Tensor& t_n, const at::Tensor& t_a, double tau) {
+  return at::stack({at::matmul(f, t_n), at::matmul(f, t_a)}, -1) * tau;
+}
+
+at::Tensor kl_guidance(const at::Tensor& teacher_logits, const at::Tensor& student_logits, double T) {
+  auto p = at::softmax(teacher_logits.detach() / T, -1);
+  return -(p * at::log_softmax(student_logits / T, -1)).sum(-1).mean() * (T * T);
+}
+
+at::Tensor l2_guidance(const at::Tensor& t_n, const at::Tensor& t_a, const at::Tensor& m_n, const at::Tensor& m_a) {
+  return (t_a - m_a.detach()).pow(2).sum() + (t_n - m_n.detach()).pow(2).sum();
+}
+
+at::Tensor v2t_loss(const at::Tensor& f, const at::Tensor& t_n, const at::Tensor& t_a_all, double tau) {
+  auto logits = at::cat({at::matmul(f, t_n).unsqueeze(-1), at::matmul(f, t_a_all.t())}, -1) * tau;  // [N,1+J]
+  return -at::log_softmax(logits, -1).select(-1, 0).mean();
+}
+
+at::Tensor triplet_loss(const at::Tensor& f, const at::Tensor& t_n, const at::Tensor& t_a, double margin) {
+  auto dp = (f - t_n).pow(2).sum(-1), dn = (f - t_a).pow(2).sum(-1);
+  return at::relu(dp - dn + margin).mean();
+}
+
+at::Tensor memory_visual_map(const std::vector<at::Tensor>& queries, const std::vector<at::Tensor>& banks) {
+  if (queries.size() != banks.size() || queries.empty())
+    throw Error("memory bank: " + std::to_string(queries.size()) + " query layers for " + std::to_string(banks.size()) +
+                " bank layers");
+  at::Tensor sum;
+  for (size_t l = 0; l < queries.size(); ++l) {
+    auto q = queries[l] / queries[l].norm(2, {-1}, true);
+    auto sim = at::matmul(q, banks[l].t());  // [B,P,N]
+    auto d = (1.0 - std::get<0>(sim.max(-1))) / 2.0;
+    sum = sum.defined() ? sum + d : d;
+  }
+  return sum / static_cast<double>(queries.size());
+}
+
+at::Tensor fuse_maps(const at::Tensor& a, const at::Tensor& v, ScoreFusion fusion) {
+  switch (fusion) {
+    case ScoreFusion::kHarmonic: return 1.0 / (1.0 / a + 1.0 / v);
+    case ScoreFusion::kMean: return 0.5 * (a + v);
+    case ScoreFusion::kText: return a;
+    case ScoreFusion::kVisual: return v;
+  }
+  return a;
+}
+
+at::Tensor fuse_scores(const at::Tensor& s_txt, const at::Tensor& s_vis, ScoreFusion fusion) {
+  return fuse_maps(s_txt, s_vis, fusion);
+}
+
+}  // namespace zsad::models::apt

@@ -1,0 +1,299 @@
+#include "models/methods/apt/apt_model.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "common/error.h"
+#include "data/rng.h"
+#include "models/methods/apt/apt_components.h"
+#include "models/methods/cops/cops_clip.h"
+#include "models/methods/cops/cops_components.h"
+
+namespace zsad::models::apt {
+namespace {
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, {-1}, true); }
+
+// Streams of the per-class generator.
+constexpr uint64_t kStreamSynthesis = 1;
+
+}  // namespace
+
+void SgdState::step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, double lr,
+                    double momentum, double weight_decay) {
+  if (buffers.empty()) buffers.resize(params.size());
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto d = grads[i];
+    if (weight_decay != 0) d = d + weight_decay * params[i].detach();
+    if (momentum != 0) {
+      if (!buffers[i].defined()) buffers[i] = d.clone();
+      else buffers[i].mul_(momentum).add_(d);
+      d = buffers[i];
+    }
+    params[i].sub_(lr * d);
+  }
+}
+
+double cosine_lr(double base, double eta_min, int64_t epoch, int64_t t_max) {
+  if (t_max <= 0) return base;
+  return eta_min + (base - eta_min) * (1.0 + std::cos(M_PI * static_cast<double>(epoch) / static_cast<double>(t_max))) / 2.0;
+}
+
+AptModel::AptModel(const AptOptions& options, ClipModel clip, Tokenize tokenize)
+    : options_(options), clip_(std::move(clip)), tokenize_(std::move(tokenize)) {
+  options_.validate();
+  tower_ = cops::make_cops_text_tower(clip_);
+  const int64_t L = clip_->cfg.vision_layers;
+  vv_depth_ = options_.vv_depth < 0 ? L : options_.vv_depth;
+  if (vv_depth_ > L)
+    throw Error("method.apt.vv_depth: " + std::to_string(options_.vv_depth) + " exceeds the " + std::to_string(L) +
+                " vision blocks");
+  if (options_.memory_bank)
+    for (auto l : options_.memory_layers)
+      if (l > L)
+        throw Error("method.apt.memory_layers: block " + std::to_string(l) + " does not exist in a " + std::to_string(L) +
+                    "-block vision tower");
+}
+
+int64_t AptModel::image_size() const { return clip_->cfg.input_size(); }
+int64_t AptModel::grid() const { return clip_->cfg.input_grid(); }
+
+AptFeatures AptModel::encode(const at::Tensor& images) const {
+  at::NoGradGuard ng;
+  const int64_t L = clip_->cfg.vision_layers;
+  VisionRequest req;
+  req.vv_depth = vv_depth_;
+  req.patch_tokens = true;
+  bool second_pass = false;
+  if (options_.memory_bank) {
+    const int64_t deepest = *std::max_element(options_.memory_layers.begin(), options_.memory_layers.end());
+    // Blocks before the V-V path starts are still the original path: one pass suffices.
+    if (deepest <= L - vv_depth_) {
+      req.layers = options_.memory_layers;
+      req.project_layers = false;
+    } else {
+      second_pass = true;
+    }
+  }
+  auto out = clip_->encode_vision(images, req);
+  AptFeatures f;
+  f.global = normalize_rows(out.image_features.to(at::kFloat));
+  f.patches = normalize_rows(out.patch_tokens.to(at::kFloat));
+  if (second_pass) {
+    VisionRequest r2;
+    r2.vv_depth = 0;
+    r2.patch_tokens = false;
+    r2.layers = options_.memory_layers;
+    r2.project_layers = false;
+    auto o2 = clip_->encode_vision(images, r2);
+    for (auto& t : o2.layer_patch_tokens) f.layers.push_back(t.to(at::kFloat));
+  } else {
+    for (auto& t : out.layer_patch_tokens) f.layers.push_back(t.to(at::kFloat));
+  }
+  return f;
+}
+
+at::Tensor AptModel::encode_text_ids(const at::Tensor& ids) const { return clip_->encode_text(ids); }
+
+at::Tensor AptModel::object_masks(const std::string& cls, const AptFeatures& clean) const {
+  const int64_t K = clean.patches.size(0), S = image_size();
+  const bool texture = std::find(options_.texture_classes.begin(), options_.texture_classes.end(), cls) !=
+                       options_.texture_classes.end();
+  if (options_.object_mask == ObjectMaskMode::kNone || texture) return at::ones({K, S, S}, at::kByte);
+  const std::string text = class_name_text(cls, options_.class_name_mapping);
+  auto ids = at::stack({at::tensor(tokenize_(fill_template(options_.object_prompt, text)), at::kLong),
+                        at::tensor(tokenize_(options_.background_prompt), at::kLong)});
+  at::Tensor t;
+  {
+    at::NoGradGuard ng;
+    t = encode_text_ids(ids).to(at::kFloat);
+  }
+  std::vector<at::Tensor> masks;
+  for (int64_t i = 0; i < K; ++i)
+    masks.push_back(object_mask_from_patches(clean.patches[i], t[0], t[1], grid(), S, options_.object_logit_scale,
+                                             options_.object_threshold, options_.object_dilate,
+                                             options_.object_min_fraction));
+  return at::stack(masks);
+}
+
+AptLosses AptModel::losses(const AptFeatures& f, const at::Tensor& labels, const at::Tensor& masks,
+                           const at::Tensor& t_n, const at::Tensor& t_a, const at::Tensor& t_a_all,
+                           const at::Tensor& meta_n, const at::Tensor& meta_a) const {
+  const auto& o = options_;
+  AptLosses l;
+  const int64_t B = f.global.size(0), P = f.patches.size(1);
+  const int64_t h = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(P))));
+  auto img_logits = two_way_logits(f.global, t_n, t_a, o.tau);
+  l.image = cops::image_ce_loss(img_logits, labels);
+  auto probs = at::softmax(two_way_logits(f.patches, t_n, t_a, o.tau), -1);  // [B,P,2]
+  probs = probs.permute({0, 2, 1}).reshape({B, 2, h, h});
+  const int64_t S = masks.size(-1);
+  probs = at::upsample_bilinear2d(probs, {S, S}, false);
+  l.focal = cops::focal_loss(probs, masks, o.focal_gamma);
+  l.dice = cops::dice_loss(probs.select(1, 1), masks) + cops::dice_loss(probs.select(1, 0), 1.0 - masks);
+  l.pixel = l.focal + l.dice;
+  l.task = o.w_image * l.image + o.w_pixel * l.pixel;
+  auto clean = (labels == 0).nonzero().flatten();
+  if (o.promptad_terms && clean.numel() > 0) {
+    auto fc = f.global.index_select(0, clean);
+    l.v2t = v2t_loss(fc, t_n, t_a_all, o.promptad_tau);
+    l.triplet = triplet_loss(fc, t_n, t_a, o.triplet_margin);
+    l.task = l.task + o.w_v2t * l.v2t + o.w_triplet * l.triplet;
+  }
+  if (meta_n.defined() && o.smgs_mode != SmgsMode::kNone) {
+    if (o.smgs_loss == SmgsLoss::kKl) {
+      l.guidance = kl_guidance(two_way_logits(f.global, meta_n, meta_a, o.tau), img_logits, o.smgs_kl_temperature);
+      if (o.smgs_patch_kl) {
+        auto pf = f.patches.reshape({-1, f.patches.size(-1)});
+        l.guidance = l.guidance + kl_guidance(two_way_logits(pf, meta_n, meta_a, o.tau),
+                                              two_way_logits(pf, t_n, t_a, o.tau), o.smgs_kl_temperature);
+      }
+    } else {
+      l.guidance = l2_guidance(t_n, t_a, meta_n, meta_a);
+    }
+  }
+  return l;
+}
+
+const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tensor& shots, uint64_t seed) {
+  const auto& o = options_;
+  const uint64_t cseed = data::mix_seed(seed, fnv1a(cls), 0xA97);
+  const int64_t K = shots.size(0), S = image_size();
+  if (shots.dim() != 4 || shots.size(2) != S || shots.size(3) != S)
+    throw Error("APT class '" + cls + "': shots must be [k,3," + std::to_string(S) + "," + std::to_string(S) + "]");
+  AptClassState st;
+  st.class_name = cls;
+  const auto clean = encode(shots.to(at::kFloat));
+  for (auto& layer : clean.layers) st.banks.push_back(normalize_rows(layer).reshape({-1, layer.size(-1)}));
+  st.object_masks = object_masks(cls, clean);
+
+  const std::string text = class_name_text(cls, o.class_name_mapping);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(cseed);
+  auto prompts = AptPrompts::init(o, tokenize_(text + "."), tower_, gen);
+  auto enc_ids = [this](const at::Tensor& ids) { return encode_text_ids(ids); };
+  std::tie(st.meta_n0, st.meta_a0) =
+      initial_meta_prompt(o, o.meta_state_name == "object" ? "object" : text, tokenize_, enc_ids);
+  st.meta_n = st.meta_n0.clone();
+  st.meta_a = st.meta_a0.clone();
+  const bool guided = o.smgs_mode != SmgsMode::kNone;
+
+  if (o.train && o.epochs > 0) {
+    std::vector<at::Tensor> params = {prompts.ctx, prompts.ctx_abnormal};
+    for (auto& p : params) p.set_requires_grad(true);
+    SgdState sgd;
+    const int64_t r = o.variants();
+    const auto cfg = synthesis_config(o);
+    const auto shots01 = clip_denormalize(shots.to(at::kFloat));
+    auto labels = at::cat({at::zeros({K}, at::kLong), at::ones({K * r}, at::kLong)});
+    for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
+      const double lr = cosine_lr(o.lr, o.eta_min, epoch, o.epochs);
+      for (int64_t s = 0; s < o.steps_per_epoch; ++s) {
+        const int64_t step = epoch * o.steps_per_epoch + s;
+        auto syn = synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step);
+        auto sf = encode(clip_normalize(syn.images));
+        AptFeatures f;
+        f.global = at::cat({clean.global, sf.global});
+        f.patches = at::cat({clean.patches, sf.patches});
+        auto masks = at::cat({at::zeros({K, S, S}, at::kFloat), syn.masks});
+        auto [Tn, Ta] = prompts.encode(tower_);
+        auto t_n = anchor(Tn, o.train_anchor), t_a = anchor(Ta, o.train_anchor);
+        auto L = losses(f, labels, masks, t_n, t_a, normalize_rows(Ta), guided ? st.meta_n : at::Tensor(),
+                        guided ? st.meta_a : at::Tensor());
+        const bool has_g = L.guidance.defined();
+        auto gd = torch::autograd::grad({L.task}, params, {}, /*retain_graph=*/has_g, false, /*allow_unused=*/true);
+        std::vector<at::Tensor> grads(params.size());
+        std::vector<at::Tensor> gg;
+        if (has_g) gg = torch::autograd::grad({L.guidance}, params, {}, false, false, true);
+        for (size_t i = 0; i < params.size(); ++i) {
+          auto d = gd[i].defined() ? gd[i] : at::zeros_like(params[i]);
+          if (has_g && gg[i].defined()) {
+            if (o.smgs_grad == SmgsGrad::kProjection || o.smgs_grad == SmgsGrad::kBoth)
+              d = project_gradient(d, gg[i], o.smgs_lambda);
+            if (o.smgs_grad == SmgsGrad::kAdditive || o.smgs_grad == SmgsGrad::kBoth) d = d + o.smgs_weight * gg[i];
+          }
+          grads[i] = d;
+        }
+        sgd.step(params, grads, lr, o.momentum, o.weight_decay);
+        std::map<std::string, double> h = {{"task", L.task.item<double>()},   {"image", L.image.item<double>()},
+                                           {"pixel", L.pixel.item<double>()}, {"focal", L.focal.item<double>()},
+                                           {"dice", L.dice.item<double>()},   {"lr", lr}};
+        if (L.v2t.defined()) h["v2t"] = L.v2t.item<double>();
+        if (L.triplet.defined()) h["triplet"] = L.triplet.item<double>();
+        if (has_g) h["guidance"] = L.guidance.item<double>();
+        st.history.push_back(h);
+      }
+      if (o.smgs_mode == SmgsMode::kEma) {
+        at::NoGradGuard ng;
+        auto [Tn, Ta] = prompts.encode(tower_);
+        st.meta_n = meta_prompt_update(st.meta_n, anchor(Tn, o.train_anchor), st.meta_n0, o.smgs_beta, o.smgs_gamma);
+        st.meta_a = meta_prompt_update(st.meta_a, anchor(Ta, o.train_anchor), st.meta_a0, o.smgs_beta, o.smgs_gamma);
+      }
+      if (log && (epoch + 1 == o.epochs || (epoch + 1) % std::max<int64_t>(1, o.epochs / 4) == 0)) {
+        const auto& h = st.history.back();
+        std::ostringstream os;
+        os << "apt class " << cls << " epoch " << epoch + 1 << "/" << o.epochs << " task " << h.at("task") << " image "
+           << h.at("image") << " pixel " << h.at("pixel");
+        if (h.count("guidance")) os << " guidance " << h.at("guidance");
+        log(os.str());
+      }
+    }
+    for (auto& p : params) p.set_requires_grad(false);
+  }
+  {
+    at::NoGradGuard ng;
+    auto [Tn, Ta] = prompts.encode(tower_);
+    st.t_n = anchor(Tn.detach(), o.test_anchor);
+    st.t_a = anchor(Ta.detach(), o.test_anchor);
+  }
+  st.ctx = prompts.ctx.detach().clone();
+  st.ctx_abnormal = prompts.ctx_abnormal.detach().clone();
+  classes_[cls] = std::move(st);
+  return classes_.at(cls);
+}
+
+const AptClassState& AptModel::class_state(const std::string& cls) const {
+  auto it = classes_.find(cls);
+  if (it == classes_.end()) throw Error("APT: class '" + cls + "' was not prepared (no support set / prepare_class)");
+  return it->second;
+}
+
+AptScores AptModel::score_features(const AptClassState& s, const AptFeatures& f) const {
+  const auto& o = options_;
+  const int64_t B = f.global.size(0), P = f.patches.size(1), h = grid();
+  AptScores out;
+  out.text_maps = at::softmax(two_way_logits(f.patches, s.t_n, s.t_a, o.score_tau), -1).select(-1, 1).reshape({B, h, P / h});
+  auto s_txt = at::softmax(two_way_logits(f.global, s.t_n, s.t_a, o.score_tau), -1).select(-1, 1);
+  if (o.memory_bank && !s.banks.empty() && o.fusion != ScoreFusion::kText) {
+    out.visual_maps = memory_visual_map(f.layers, s.banks).reshape({B, h, P / h});
+    const int64_t S = image_size();
+    auto up = at::upsample_bilinear2d(out.visual_maps.unsqueeze(1), {S, S}, false);
+    auto s_vis = std::get<0>(up.reshape({B, -1}).max(-1));
+    out.anomaly_maps = fuse_maps(out.text_maps, out.visual_maps, o.fusion);
+    out.image_scores = fuse_scores(s_txt, s_vis, o.fusion);
+  } else {
+    out.anomaly_maps = out.text_maps;
+    out.image_scores = s_txt;
+  }
+  return out;
+}
+
+AptScores AptModel::score(const std::string& cls, const at::Tensor& images) const {
+  return score_features(class_state(cls), encode(images.to(at::kFloat)));
+}
+
+}  // namespace zsad::models::apt
