@@ -1,0 +1,197 @@
+// zsad eval EXPERIMENT checkpoint=PATH [overrides...]: evaluate a method on every test dataset of
+// an experiment (docs/evaluation.md). Also registers the "eval" job runner, so `zsad run EXP` with
+// task.name=eval (training-free methods such as winclip_zero_shot.yaml) runs the same code.
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "common/error.h"
+#include "common/exit_codes.h"
+#include "common/sha256.h"
+#include "launch/cli/args.h"
+#include "launch/cli/command.h"
+#include "launch/cli/eval_phase.h"
+#include "launch/config/compose.h"
+#include "launch/config/yaml_io.h"
+#include "launch/jobs/runner.h"
+#include "launch/sweep/sweep.h"
+#include "trainer/checkpoint.h"
+#include "trainer/dist/context.h"
+#include "trainer/eval/engine.h"
+
+namespace zsad::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+void flatten_into(const config::Node& n, const std::string& key, models::OptionMap& out) {
+  if (n.is_map()) {
+    for (size_t i = 0; i < n.keys().size(); ++i) {
+      flatten_into(n.items()[i], key.empty() ? n.keys()[i] : key + "." + n.keys()[i], out);
+    }
+  } else if (n.is_list()) {
+    out.values[key + ".#"] = std::to_string(n.items().size());
+    for (size_t i = 0; i < n.items().size(); ++i) flatten_into(n.items()[i], key + "." + std::to_string(i), out);
+  } else if (n.is_null()) {
+    out.values[key] = "null";
+  } else {
+    out.values[key] = n.scalar_text();
+  }
+}
+}  // namespace
+
+models::OptionMap flatten_config(const config::Node& cfg) {
+  models::OptionMap o;
+  flatten_into(cfg, "", o);
+  return o;
+}
+
+std::string config_digest(const config::Node& cfg) {
+  config::Node c = cfg;
+  for (const char* k : {"output", "launcher", "tags", "sweep"}) c.erase(k);
+  for (const char* k : {"trainer.threads", "eval.loader_threads", "eval.progress_every_s", "eval.metric_threads",
+                        "eval.panels_per_class", "eval.write_scores", "eval.scores_fp16", "eval.timeout_s",
+                        "eval.backend", "model.device"}) {
+    c.erase_path(k);
+  }
+  return sha256_hex(config::to_yaml(c));
+}
+
+size_t load_method_checkpoint(models::Method& method, const std::string& path) {
+  Checkpoint ck = read_checkpoint(path);
+  std::map<std::string, at::Tensor> state;
+  for (const std::string prefix : {"method/", "params/"}) {
+    for (const auto& [name, t] : ck.tensors) {
+      if (name.compare(0, prefix.size(), prefix) == 0) state[name.substr(prefix.size())] = t;
+    }
+    if (!state.empty()) break;
+  }
+  if (state.empty()) throw Error(path + ": checkpoint holds no method/ or params/ tensors");
+  method.load_state_dict(state, true);
+  return state.size();
+}
+
+int run_eval_phase(const launch::JobContext& job, const std::string& checkpoint, const nlohmann::json& extra_timings) {
+  const config::Node& cfg = job.config;
+  models::OptionMap flat = flatten_config(cfg);
+  const int threads = static_cast<int>(flat.integer("trainer.threads", 1));
+  at::set_num_threads(std::max(1, threads));
+
+  eval::EvalOptions o = eval::eval_options_from(flat);
+  if (o.datasets.empty()) throw Error("eval.datasets: no test dataset in the config (add dataset@eval.datasets.<name>: <option>)");
+  o.run_dir = job.job_dir.empty() ? "." : job.job_dir;
+  o.config_digest = config_digest(cfg);
+  o.extra_timings = extra_timings;
+  const fs::path ov = fs::path(o.run_dir) / ".zsad" / "overrides.yaml";
+  if (fs::exists(ov)) {
+    config::Node l = config::load_yaml_file(ov.string());
+    if (l.is_list()) {
+      for (const auto& it : l.items()) o.overrides.push_back(it.scalar_text());
+    }
+  }
+  if (const config::Node* tags = cfg.find("tags"); tags && tags->is_map()) {
+    models::OptionMap t = flatten_config(*tags);
+    for (const auto& [k, v] : t.values) o.tags[k] = v;
+  }
+
+  dist::DistConfig dc;
+  dc.backend = flat.str("eval.backend", "auto");
+  dc.timeout_s = flat.real("eval.timeout_s", 600.0);
+  dist::DistContext ctx = dist::init_distributed(dc);
+
+  std::unique_ptr<models::Method> method = models::make_method(flat);
+  std::string ck = checkpoint.empty() ? flat.str("eval.checkpoint") : checkpoint;
+  if (!ck.empty()) {
+    const size_t n = load_method_checkpoint(*method, ck);
+    if (ctx.rank() == 0) std::cerr << "eval: loaded " << n << " method tensors from " << ck << "\n";
+  } else if (method->trainable() && ctx.rank() == 0) {
+    std::cerr << "eval: warning: method '" << method->name()
+              << "' is trainable but no checkpoint was given; evaluating its initial (untrained) state\n";
+  }
+  if (ctx.rank() == 0) {
+    std::cerr << "eval: " << method->display_name() << ", " << o.datasets.size() << " dataset(s), " << ctx.world_size()
+              << " rank(s), batch " << o.batch_size << " per rank -> " << o.run_dir << "\n";
+  }
+  try {
+    eval::evaluate(*method, o, *ctx.comm);
+  } catch (const comm::CommError& e) {
+    std::cerr << "zsad: error: " << e.what() << std::endl;
+    std::_Exit(kExitError);
+  }
+  return kExitSuccess;
+}
+
+namespace {
+
+int eval_runner(const launch::JobContext& job) { return run_eval_phase(job); }
+
+int run_eval_command(const std::vector<std::string>& tokens) {
+  Args args(
+      "zsad eval EXPERIMENT [checkpoint=PATH] [overrides...] [--run-dir DIR]\n"
+      "  Evaluates the experiment's method on every dataset under eval.datasets; results/<dataset>.json per dataset.");
+  args.flag("run-dir", "write into this directory instead of outputs/<experiment>/<date>/<time>/ (under a launcher: "
+                       "every rank must get the same one)")
+      .toggle("cfg", "print the resolved config and exit")
+      .positionals("EXPERIMENT [checkpoint=PATH] [overrides...]", 1);
+  args.parse(tokens);
+  config::ComposeRequest req;
+  req.experiment = args.rest()[0];
+  for (size_t i = 1; i < args.rest().size(); ++i) {
+    const std::string& t = args.rest()[i];
+    if (t.rfind("checkpoint=", 0) == 0) req.overrides.push_back("eval.checkpoint=" + t.substr(11));
+    else req.overrides.push_back(t);
+  }
+  req.overrides.push_back("task.name=eval");
+  config::Composed c = config::compose(req);
+  if (args.on("cfg")) {
+    config::EmitOptions eo;
+    eo.escape_interpolation = true;
+    std::cout << config::to_yaml(c.config, eo);
+    return kExitSuccess;
+  }
+  std::string dir;
+  if (args.has("run-dir")) {
+    dir = args.get("run-dir");
+  } else {
+    config::Node root = config::get_or_default(c.config, "output.root");
+    dir = launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name, std::time(nullptr));
+    std::string unique = dir;
+    for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
+    dir = unique;
+  }
+  fs::create_directories(dir);
+  // Already inside a launcher (RANK set): run in this process; every rank shares --run-dir.
+  if (std::getenv("RANK") && std::getenv("WORLD_SIZE") && std::string(std::getenv("WORLD_SIZE")) != "1") {
+    if (!args.has("run-dir")) throw UsageError("under a launcher (WORLD_SIZE > 1) zsad eval needs --run-dir DIR shared by every rank");
+    std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
+    const int rank = std::atoi(std::getenv("RANK"));
+    if (rank == 0) {
+      fs::create_directories(fs::path(dir) / ".zsad");
+      config::EmitOptions eo;
+      eo.escape_interpolation = true;
+      config::write_text_file((fs::path(dir) / ".zsad" / "config.yaml").string(), config::to_yaml(c.config, eo));
+      config::Node l = config::Node::list();
+      for (const auto& s : ovs) l.push_back(config::Node(s));
+      config::write_text_file((fs::path(dir) / ".zsad" / "overrides.yaml").string(), config::to_yaml(l));
+    }
+    launch::JobContext job{c.config, "", dir, -1, rank, std::atoi(std::getenv("WORLD_SIZE"))};
+    return run_eval_phase(job);
+  }
+  std::cerr << "zsad eval: " << dir << "\n";
+  launch::RunOptions opts;
+  opts.tee = true;
+  std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
+  return launch::run_single(dir, c.config, ovs, opts);
+}
+
+}  // namespace
+
+}  // namespace zsad::cli
+
+ZSAD_JOB_RUNNER("eval", "evaluate the method on every eval.datasets entry (checkpoint: eval.checkpoint)",
+                zsad::cli::eval_runner);
+ZSAD_COMMAND("eval", "evaluate an experiment's method on its test datasets: zsad eval EXP checkpoint=PATH [overrides]",
+             zsad::cli::run_eval_command);
