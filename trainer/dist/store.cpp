@@ -47,7 +47,9 @@ StorePtr connect_tcp_store(const DistEnv& env, std::chrono::milliseconds timeout
                 std::to_string(env.world_size) + (env.rank == 0 ? ", hosting the store" : ", connecting") +
                 "): " + e.what());
   }
-  wait_for_ranks(*store, env.rank, env.world_size, timeout, where);
+  // With port 0 the server picked a free port: name the real one.
+  const std::string bound = env.master_addr + ":" + std::to_string(static_cast<c10d::TCPStore&>(*store).getPort());
+  wait_for_ranks(*store, env.rank, env.world_size, timeout, bound);
   return store;
 }
 
