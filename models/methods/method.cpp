@@ -15,6 +15,7 @@ namespace zsad::models {
 // are dropped by the linker).
 void register_winclip_method();
 void register_cops_method();  // models/methods/cops/cops_method.cpp
+void register_apt_method();   // models/methods/apt/apt_method.cpp
 
 // ---------------------------------------------------------------------------------------------
 // OptionMap
@@ -133,6 +134,7 @@ void ensure_builtins() {
   std::call_once(builtins_once, [] {
     register_winclip_method();
     register_cops_method();
+    register_apt_method();
   });
 }
 }  // namespace

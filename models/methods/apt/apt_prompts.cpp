@@ -2,24 +2,23 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "models/methods/apt/apt_components.h"
 
 namespace zsad::models::apt {
 namespace {
 
-constexpr int64_t kSot = 49406, kEot = 49407;
-
-// [SOT] + n placeholders + class tokens (without SOT, up to and including EOT).
+// [SOT] + n placeholders + class tokens up to and including EOT. SOT is the first id and EOT the
+// largest (CLIP's argmax convention), so the word-hash tokenizer of random-weight runs works too.
 std::vector<int64_t> splice(const std::vector<int64_t>& class_ids, int64_t n) {
-  if (class_ids.empty() || class_ids[0] != kSot) throw Error("APT prompts: class token ids must start with SOT");
-  std::vector<int64_t> out{kSot};
+  if (class_ids.size() < 2) throw Error("APT prompts: class token ids are empty");
+  const auto eot = std::max_element(class_ids.begin(), class_ids.end()) - class_ids.begin();
+  std::vector<int64_t> out{class_ids[0]};
   for (int64_t i = 0; i < n; ++i) out.push_back(kPlaceholderId);
-  for (size_t i = 1; i < class_ids.size(); ++i) {
-    out.push_back(class_ids[i]);
-    if (class_ids[i] == kEot) return out;
-  }
-  throw Error("APT prompts: class token ids have no EOT");
+  for (int64_t i = 1; i <= eot; ++i) out.push_back(class_ids[i]);
+  return out;
 }
 
 }  // namespace
