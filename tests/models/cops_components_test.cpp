@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "models/methods/cops/cops_checkpoint.h"
 #include "tests/models/cops_test_util.h"
 
 namespace zsad::test::cops {
@@ -136,6 +137,29 @@ TEST(CopsByHand, FocalLossByHand) {
   const double lo = static_cast<float>(1e-5), hi = static_cast<float>(1.0 - 1e-5);
   const double pt = 0.2 * lo + 0.8 * hi + 1e-5;
   EXPECT_NEAR(mc::focal_loss(p, t).item<double>(), -(1 - pt) * (1 - pt) * std::log(pt), 1e-15);
+}
+
+}  // namespace
+}  // namespace zsad::test::cops
+
+namespace zsad::test::cops {
+namespace {
+
+TEST(CopsCheckpoint, OfficialTorchSaveLayoutLoadsStrictly) {
+  const std::string pth = "/tmp/zsad_cops_official_" + std::to_string(getpid()) + ".pth";
+  const std::string path = run_reference("official", "--case components --dtype float32 --torch_save " + pth);
+  h5::File f(path, h5::File::Mode::kRead);
+  auto sd = mc::read_official_checkpoint(pth);
+  EXPECT_EQ(sd.size(), 23u);  // 29 parameters minus the 6 of vae_encoder
+  EXPECT_FALSE(sd.count("vae_encoder.net.0.weight"));
+  ASSERT_TRUE(sd.count("vae_decoder.net.2.weight"));
+  auto clip = tiny_clip(f, at::kFloat);
+  mc::CopsModel model(small_options(f), mc::make_cops_text_tower(clip), 0);
+  EXPECT_EQ(model.load_state_dict(sd, /*strict=*/true).size(), 23u);
+  auto ref = read_group(f, "params", at::kFloat);
+  for (const auto& [k, v] : model.state_dict(false)) EXPECT_TRUE(v.equal(ref[k])) << k;
+  std::remove(pth.c_str());
+  std::remove(path.c_str());
 }
 
 }  // namespace

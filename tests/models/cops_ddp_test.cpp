@@ -178,7 +178,12 @@ TEST_P(CopsRankInvariance, TwoRanksEqualOneProcess) {
 INSTANTIATE_TEST_SUITE_P(Cases, CopsRankInvariance,
                          ::testing::Values(RankCase{mc::ReconstructionMode::kAllPairs, false, 1e-10},
                                            RankCase{mc::ReconstructionMode::kPerSample, false, 1e-10},
-                                           RankCase{mc::ReconstructionMode::kAllPairs, true, 1e-5}));
+                                           RankCase{mc::ReconstructionMode::kAllPairs, true, 1e-5}),
+                         [](const ::testing::TestParamInfo<RankCase>& i) {
+                           return std::string(i.param.mode == mc::ReconstructionMode::kAllPairs ? "all_pairs"
+                                                                                                : "per_sample") +
+                                  (i.param.fp16 ? "_fp16" : "");
+                         });
 
 }  // namespace
 }  // namespace zsad::test::cops

@@ -335,6 +335,12 @@ def write_model(w, pl, text, o):
 def case_components(o, w, dtype):
     text, pl = build(o, dtype)
     write_model(w, pl, text, o)
+    if o.torch_save:
+        # The released checkpoints' layout: {"prompt_learner": state_dict minus projector*,
+        # extractor_*, vae_encoder*, token*}, float32 tensors in an OrderedDict.
+        sd = OrderedDict((k, v.detach().float().clone()) for k, v in pl.state_dict().items()
+                         if not k.startswith(("projector", "extractor_", "vae_encoder", "token")))
+        torch.save({"prompt_learner": sd}, o.torch_save)
     B, side, ps = o.batch, o.side, o.patch_px
     glob, patch, mask, label, g = make_inputs(o, B, side, ps, o.seed + 1)
     glob, patch, mask = glob.to(dtype), patch.to(dtype), mask.to(dtype)
@@ -541,6 +547,7 @@ def main():
     ap.add_argument("--ests", type=int, default=1)
     ap.add_argument("--icts", type=int, default=1)
     ap.add_argument("--assignment", default="code", choices=["code", "figure"])
+    ap.add_argument("--torch_save", default="", help="components: also write an official-layout .pth here")
     o = ap.parse_args()
     dtype = torch.float64 if o.dtype == "float64" else torch.float32
     torch.set_num_threads(1)
