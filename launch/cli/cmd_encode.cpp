@@ -1,5 +1,5 @@
 // `zsad encode`: CLIP image/text embeddings of given pixels and texts, written to HDF5.
-// The contract (dataset names, shapes, meaning) is issue 2's; docs/cli.md repeats it.
+// The contract (dataset names, shapes, meaning) is issue 2's; `zsad encode --help` repeats it.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>

@@ -7,6 +7,7 @@
 #include <torch/nn/init.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -299,11 +300,14 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
     tick(timings.qkv);
     if (par) {
       SingleThreadedBlas single_blas;
-      at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      // Tasks are (image, head) pairs handed out dynamically, so a thread that the OS deschedules
+      // (2 shared cores) does not hold back the others.
+      std::atomic<int64_t> next_task{0};
+      at::parallel_for(0, T, 1, [&](int64_t, int64_t) {
         at::NoGradGuard no_grad_here;
         const int64_t t = at::get_thread_num();
         auto q = ws.q[t], k = ws.k[t], v = ws.v[t], vs = ws.vs[t], sc = ws.scores[t];
-        for (int64_t task = begin; task < end; ++task) {
+        for (int64_t task = next_task++; task < B * H; task = next_task++) {
           const int64_t b = task / H, h = task % H;
           auto rows = ws.qkv.narrow(0, b * N, N);
           q.copy_(rows.narrow(1, h * hd, hd)).mul_(scale);
