@@ -22,7 +22,7 @@ void load_sample(const Sample& s, const std::string& root, int size, bool load_m
   preprocess_image(img, size, image_out);
   if (load_mask && !s.mask_path.empty()) {
     preprocess_mask(read_mask(resolve_path(root, s.mask_path)), size, mask_out);
-  } else {
+  } else if (mask_out) {  // null: the caller wants no mask (e.g. few-shot support images)
     std::memset(mask_out, 0, static_cast<size_t>(size) * size);
   }
 }
