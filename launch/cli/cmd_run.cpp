@@ -67,7 +67,7 @@ int run_run(const std::vector<std::string>& tokens) {
     return zsad::launch::submit_slurm_run(unique, c.config, req.overrides);  // sbatch; does not wait
   zsad::launch::RunOptions opts;
   opts.tee = true;
-  return zsad::launch::run_single(unique, c.config, req.overrides, opts);
+  return zsad::launch::run_single(unique, c.config, req.overrides, opts, c.choices);
 }
 
 }  // namespace

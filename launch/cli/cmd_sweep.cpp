@@ -8,6 +8,7 @@
 #include "common/exit_codes.h"
 #include "launch/cli/args.h"
 #include "launch/cli/command.h"
+#include "launch/sweep/slurm_launcher.h"
 #include "launch/sweep/sweep.h"
 
 namespace {
@@ -17,7 +18,7 @@ int run_sweep_cmd(const std::vector<std::string>& tokens) {
       "zsad sweep EXPERIMENT [overrides...] [--dry-run [--json]] [--parallel N] [--launcher local|mpirun|slurm]\n"
       "       zsad sweep --resume MULTIRUN_DIR [--parallel N]\n"
       "  sweeps: a=1,2,3  choice(..)  range(start,stop[,step])  glob(pattern); cartesian product, last key fastest");
-  args.toggle("dry-run", "print the job table (number, overrides, output dir); nothing runs")
+  args.toggle("dry-run", "print the job table (number, overrides, output dir), or with launcher slurm the sbatch script; nothing runs")
       .toggle("json", "with --dry-run: print {\"jobs\": [{\"num\", \"overrides\", \"dir\"}]} instead")
       .flag("parallel", "jobs run at once (local execution)", "1")
       .flag("resume", "re-run the jobs of this sweep directory that have no 'completed' status")
@@ -53,6 +54,10 @@ int run_sweep_cmd(const std::vector<std::string>& tokens) {
     plan = zsad::launch::plan_sweep(args.rest()[0], ovs, std::time(nullptr));
   }
   if (args.on("dry-run")) {
+    if (!args.on("json") && zsad::launch::plan_uses_slurm(plan)) {  // the sbatch script(s), not submitted
+      std::cout << zsad::launch::slurm_sweep_scripts(plan);
+      return zsad::kExitSuccess;
+    }
     if (args.on("json")) {
       nlohmann::ordered_json jobs = nlohmann::ordered_json::array();
       for (const auto& j : plan.jobs) jobs.push_back({{"num", j.num}, {"overrides", j.overrides}, {"dir", j.dir}});

@@ -16,6 +16,7 @@
 #include "launch/config/compose.h"
 #include "launch/config/yaml_io.h"
 #include "launch/local/process.h"
+#include "trainer/dist/env.h"
 
 namespace zsad::launch {
 
@@ -34,11 +35,24 @@ int run_shell(const JobContext& job) {
   so.argv = {"/bin/sh", "-c", cmd.as_string()};
   so.cwd = job.job_dir;
   so.new_process_group = false;  // signals to the job's process group reach the shell too
+  // SIGTERM/SIGINT/SIGUSR2 sent to the job (scancel, SLURM's --signal, a forwarded Ctrl-C) reach
+  // the shell as well; the command decides (e.g. trap, save, exit 75) and its exit code is the
+  // job's. Handlers (not SIG_IGN) so the shell starts with default dispositions it can trap.
+  g_stop = 0;
+  struct sigaction sa {}, old_term {}, old_int {}, old_usr2 {};
+  sa.sa_handler = on_stop;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGUSR2, &sa, &old_usr2);
   pid_t pid = spawn(so);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw Error("waitpid failed");
   }
+  sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGUSR2, &old_usr2, nullptr);
   return decode_wait_status(status);
 }
 
@@ -116,8 +130,9 @@ int run_job_config(const std::string& config_path) {
     for (const auto& [k, v] : reg) known += (known.empty() ? "" : ", ") + k;
     throw Error(config_path + ": task.name '" + name + "' has no registered job runner (known: " + known + ")");
   }
-  JobContext ctx{cfg, p.string(), job_dir, env_int("ZSAD_JOB_NUM", -1), env_int("RANK", env_int("OMPI_COMM_WORLD_RANK", 0)),
-                 env_int("WORLD_SIZE", env_int("OMPI_COMM_WORLD_SIZE", 1))};
+  // Rank discovery (torchrun vars -> SLURM_PROCID/SLURM_NTASKS under srun -> OpenMPI -> single).
+  dist::DistEnv d = dist::detect_env(dist::process_env());
+  JobContext ctx{cfg, p.string(), job_dir, env_int("ZSAD_JOB_NUM", -1), d.rank, d.world_size};
   return it->second.run(ctx);
 }
 

@@ -143,12 +143,17 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
     }
     poll(pfds.data(), pfds.size(), 50);
     if (pfds[0].revents & POLLIN) {
-      int before = forwarded;
-      signals.pending();
-      int sig = signals.first_signal();
-      if (sig && before == 0) {
-        forwarded = sig;
-        stop_all(sig);
+      // Every signal is forwarded; the ranks decide (checkpoint, exit 75). A second SIGINT/SIGTERM
+      // means "now": SIGKILL. No kill timer here: a checkpoint may take long.
+      for (int sig : signals.take()) {
+        if (sig != SIGUSR2 && forwarded) {
+          for (auto& rk : ranks)
+            if (rk.running) signal_process_tree(rk.pid, SIGKILL);
+          continue;
+        }
+        if (sig != SIGUSR2) forwarded = sig;
+        for (auto& rk : ranks)
+          if (rk.running) signal_process_tree(rk.pid, sig);
       }
     }
     for (size_t i = 1; i < pfds.size(); ++i) {
@@ -176,12 +181,14 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
         if (rk.code != 0 && !failure_seen) {
           failure_seen = true;
           first_failure = rk.code;
-          if (!stopping) {
+          if (!stopping && !forwarded) {
             std::string msg = "zsad launch: rank " + std::to_string(&rk - ranks.data()) + " exited with code " +
                               std::to_string(rk.code) + "; stopping the other ranks\n";
             write_all(2, msg);
           }
-          stop_all(SIGTERM);
+          // A rank that stopped resumably after our forwarded signal is not a failure: the others
+          // are checkpointing too and must not be hurried.
+          if (!(forwarded && rk.code == 75)) stop_all(SIGTERM);
         }
       }
     }

@@ -30,6 +30,7 @@ pid_t spawn(const SpawnOptions& opts) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);
+    signal(SIGUSR2, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -63,10 +64,7 @@ void signal_process_tree(pid_t pid, int sig) {
 
 namespace {
 int g_pipe[2] = {-1, -1};
-std::atomic<int> g_first{0};
 void on_signal(int sig) {
-  int expected = 0;
-  g_first.compare_exchange_strong(expected, sig);
   int saved = errno;
   char c = static_cast<char>(sig);
   if (g_pipe[1] >= 0) (void)!write(g_pipe[1], &c, 1);
@@ -75,7 +73,7 @@ void on_signal(int sig) {
 }  // namespace
 
 struct SignalWatcher::Impl {
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {}, old_term {}, old_usr2 {};
 };
 
 SignalWatcher::SignalWatcher() : impl_(new Impl) {
@@ -86,31 +84,33 @@ SignalWatcher::SignalWatcher() : impl_(new Impl) {
       fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
   }
-  g_first = 0;
+  take();  // forget signals from an earlier watcher
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   sigaction(SIGINT, &sa, &impl_->old_int);
   sigaction(SIGTERM, &sa, &impl_->old_term);
+  sigaction(SIGUSR2, &sa, &impl_->old_usr2);
 }
 
 SignalWatcher::~SignalWatcher() {
   sigaction(SIGINT, &impl_->old_int, nullptr);
   sigaction(SIGTERM, &impl_->old_term, nullptr);
+  sigaction(SIGUSR2, &impl_->old_usr2, nullptr);
   delete impl_;
 }
 
 int SignalWatcher::fd() const { return g_pipe[0]; }
 
-int SignalWatcher::pending() {
+std::vector<int> SignalWatcher::take() {
+  std::vector<int> out;
   char buf[64];
-  while (read(g_pipe[0], buf, sizeof buf) > 0) {
-  }
-  return g_first.load();
+  ssize_t n;
+  while ((n = read(g_pipe[0], buf, sizeof buf)) > 0)
+    for (ssize_t i = 0; i < n; ++i) out.push_back(static_cast<unsigned char>(buf[i]));
+  return out;
 }
-
-int SignalWatcher::first_signal() const { return g_first.load(); }
 
 std::string self_executable() {
   char buf[4096];

@@ -30,8 +30,8 @@ int decode_wait_status(int status);
 // Sends `sig` to the child's process group (or the child when it has none).
 void signal_process_tree(pid_t pid, int sig);
 
-// Installs SIGINT/SIGTERM handlers for its lifetime; the previous handlers come back afterwards.
-// `fd()` becomes readable when a signal arrives (self-pipe), for poll() loops.
+// Installs SIGINT/SIGTERM/SIGUSR2 handlers for its lifetime; the previous handlers come back
+// afterwards. `fd()` becomes readable when a signal arrives (self-pipe), for poll() loops.
 class SignalWatcher {
  public:
   SignalWatcher();
@@ -40,9 +40,8 @@ class SignalWatcher {
   SignalWatcher& operator=(const SignalWatcher&) = delete;
 
   int fd() const;
-  // The first signal received (0 if none) and how many arrived; drains the pipe.
-  int pending();
-  int first_signal() const;
+  // The signals received since the last call, in order.
+  std::vector<int> take();
 
  private:
   struct Impl;

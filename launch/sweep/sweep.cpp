@@ -230,7 +230,7 @@ SweepPlan load_sweep_plan(const std::string& sweep_dir) {
 }
 
 void write_job_files(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs, int num,
-                     const std::string& status) {
+                     const std::string& status, const GroupChoices& choices) {
   fs::create_directories(fs::path(dir) / ".zsad");
   config::EmitOptions eo;
   eo.escape_interpolation = true;
@@ -241,6 +241,9 @@ void write_job_files(const std::string& dir, const Node& resolved, const std::ve
   else job.set("num", Node());
   job.set("overrides", string_list(ovs));
   job.set("override_dirname", Node(override_dirname(ovs)));
+  Node ch = Node::map();
+  for (const auto& [g, o] : choices) ch.set(g, Node(o));
+  job.set("choices", ch);
   job.set("status", Node(status));
   job.set("exit_code", Node());
   job.set("log", Node((fs::path(dir) / "run.log").string()));
@@ -346,12 +349,15 @@ Running start_job(const JobPlan& job, const Node& resolved, const std::string& s
 }
 
 // Composes a job's config; on failure writes the error to its run.log and returns false.
-bool compose_job(const SweepPlan& plan, const JobPlan& job, Node& out, std::string& error) {
+bool compose_job(const SweepPlan& plan, const JobPlan& job, Node& out, std::string& error,
+                 GroupChoices* choices = nullptr) {
   try {
     config::ComposeRequest req;
     req.experiment = plan.experiment_file;
     req.overrides = job.overrides;
-    out = config::compose(req).config;
+    config::Composed c = config::compose(req);
+    out = std::move(c.config);
+    if (choices) *choices = std::move(c.choices);
     return true;
   } catch (const std::exception& e) {
     error = e.what();
@@ -362,8 +368,8 @@ bool compose_job(const SweepPlan& plan, const JobPlan& job, Node& out, std::stri
 }  // namespace
 
 int run_single(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs,
-               const RunOptions& opts) {
-  write_job_files(dir, resolved, ovs, -1, job_state_name(JobState::kPending));
+               const RunOptions& opts, const GroupChoices& choices) {
+  write_job_files(dir, resolved, ovs, -1, job_state_name(JobState::kPending), choices);
   SignalWatcher signals;
   JobPlan jp;
   jp.num = -1;
@@ -381,10 +387,9 @@ int run_single(const std::string& dir, const Node& resolved, const std::vector<s
     if (err_open) p.push_back({r.pipe_err, POLLIN, 0});
     poll(p.data(), p.size(), 50);
     if (p[0].revents & POLLIN) {
-      signals.pending();
-      if (!forwarded && signals.first_signal()) {
-        forwarded = signals.first_signal();
-        signal_process_tree(r.pid, forwarded);
+      for (int sig : signals.take()) {
+        if (sig != SIGUSR2) forwarded = sig;
+        signal_process_tree(r.pid, sig);
       }
     }
     for (size_t i = 1; i < p.size(); ++i) {
@@ -489,13 +494,14 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
       const JobPlan& j = todo[next++];
       Node cfg;
       std::string err;
+      GroupChoices choices;
       fs::create_directories(j.dir);
       if (!opts.quiet) {
         std::cout << "[job " << j.num << "] :";
         for (const auto& o : j.overrides) std::cout << " " << o;
         std::cout << std::endl;
       }
-      if (!compose_job(plan, j, cfg, err)) {
+      if (!compose_job(plan, j, cfg, err, &choices)) {
         fs::create_directories(fs::path(j.dir) / ".zsad");
         std::string log = (fs::path(j.dir) / "run.log").string();
         config::write_text_file(log, "zsad: config error: " + err + "\n");
@@ -507,18 +513,34 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
         finish(j, kExitError);
         continue;
       }
-      write_job_files(j.dir, cfg, j.overrides, j.num, job_state_name(JobState::kPending));
+      write_job_files(j.dir, cfg, j.overrides, j.num, job_state_name(JobState::kPending), choices);
+      if (opts.in_process) {
+        set_job_status(j.dir, job_state_name(JobState::kRunning), -1);
+        std::string cfg_path = (fs::path(j.dir) / ".zsad" / "config.yaml").string();
+        int code;
+        try {
+          code = opts.in_process(JobContext{cfg, cfg_path, j.dir, j.num, 0, 1});
+        } catch (const std::exception& e) {
+          config::write_text_file((fs::path(j.dir) / "run.log").string(), std::string("zsad: error: ") + e.what() + "\n");
+          code = kExitError;
+        }
+        finish(j, code);
+        for (int sig : signals.take()) stopped_by = sig;
+        continue;
+      }
       running.push_back(start_job(j, cfg, plan.sweep_dir, opts));
     }
     if (running.empty() && (stopped_by || next >= todo.size())) break;
     pollfd p{signals.fd(), POLLIN, 0};
     poll(&p, 1, 50);
     if (p.revents & POLLIN) {
-      signals.pending();
-      if (!stopped_by && signals.first_signal()) {
-        stopped_by = signals.first_signal();
-        if (!opts.quiet) std::cout << "zsad sweep: signal " << stopped_by << ", stopping running jobs" << std::endl;
-        for (auto& r : running) signal_process_tree(r.pid, stopped_by);
+      // Every signal goes to the running jobs (their launchers escalate a second SIGINT/SIGTERM to
+      // SIGKILL); no new job starts after the first one.
+      for (int sig : signals.take()) {
+        if (!stopped_by && !opts.quiet)
+          std::cout << "zsad sweep: signal " << sig << ", stopping running jobs" << std::endl;
+        stopped_by = sig;
+        for (auto& r : running) signal_process_tree(r.pid, sig);
       }
     }
     for (size_t i = 0; i < running.size();) {
@@ -540,11 +562,12 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
     std::cout << std::endl;
   }
   for (const auto& [num, log] : failed) std::cerr << "zsad sweep: job " << num << " failed; log: " << log << "\n";
-  if (stopped_by) {
+  if (!failed.empty()) return kExitError;
+  if (stopped_by || stopped) {
     std::cerr << "zsad sweep: stopped; resume with: zsad sweep --resume " << plan.sweep_dir << "\n";
     return kExitStoppedResumable;
   }
-  return failed.empty() ? kExitSuccess : kExitError;
+  return kExitSuccess;
 }
 
 std::map<std::string, SweepLauncher>& sweep_launcher_registry() {

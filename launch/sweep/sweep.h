@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "launch/config/node.h"
+#include "launch/jobs/runner.h"
 
 namespace zsad::launch {
 
@@ -60,8 +61,10 @@ std::string override_dirname(const std::vector<std::string>& overrides,
                              const std::vector<std::string>& exclude = {"seed"});
 
 // --- job directories ---
+// `choices` (group -> selected option, from compose) is recorded in job.yaml for aggregation.
+using GroupChoices = std::vector<std::pair<std::string, std::string>>;
 void write_job_files(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides,
-                     int num, const std::string& status);
+                     int num, const std::string& status, const GroupChoices& choices = {});
 void set_job_status(const std::string& dir, const std::string& status, int exit_code);
 std::string read_job_status(const std::string& dir);  // "" when the job has no job.yaml
 
@@ -76,12 +79,15 @@ struct RunOptions {
   bool tee = false;         // also copy the job's output to our stdout/stderr (zsad run)
   int parallel = 1;         // jobs at once (sweeps)
   bool quiet = false;       // no per-job progress lines
+  // When set, sweeps call this in this process, one job after another, instead of starting
+  // `zsad job` processes (output is not captured in run.log). For tests and embedding.
+  std::function<int(const JobContext&)> in_process;
 };
 
 // `zsad run`: composes nothing; writes .zsad/ files into `dir`, runs the job, records its status,
 // returns its exit code. SIGINT/SIGTERM are forwarded to the job (status "stopped").
 int run_single(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides,
-               const RunOptions& opts);
+               const RunOptions& opts, const GroupChoices& choices = {});
 
 // `zsad sweep`: writes multirun.yaml (unless resuming), then runs every job whose status is not
 // "completed", composing each job's config when it starts. Returns 0 when all jobs completed,
