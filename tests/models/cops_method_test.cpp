@@ -101,6 +101,26 @@ TEST(CopsMethod, ScoresDoNotDependOnTheBatch) {
   EXPECT_NE(m.infer(moved).image_scores[0].item<double>(), out.image_scores[1].item<double>());
 }
 
+TEST(CopsMethod, InstalledFeatureSourceReplacesTheEncoder) {
+  mc::CopsMethod m(tiny_options());
+  auto b = make_batch({7, 8});
+  auto encoded = m.features(b);
+  const auto direct = m.infer(b);
+  int calls = 0;
+  m.set_feature_source([&](const MethodBatch& batch) {
+    ++calls;
+    EXPECT_EQ(batch.indices, b.indices);
+    return std::make_pair(encoded.first.to(at::kHalf), encoded.second.to(at::kHalf));  // e.g. an fp16 cache
+  });
+  b.images = at::zeros_like(b.images);  // the encoder would now give other features
+  const auto cached = m.infer(b);
+  EXPECT_EQ(calls, 1);
+  EXPECT_LE((cached.image_scores - direct.image_scores).abs().max().item<double>(), 2e-3);
+  EXPECT_GT(m.train_step(b, TrainContext{})["total"].item<double>(), 0.0);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(m.vision_request().vv_depth, 2);  // tiny CLIP: all blocks V-V
+}
+
 TEST(CopsMethod, DatasetOptionsApplyAndAreChecked) {
   mc::CopsMethod m(tiny_options());
   auto b = make_batch({0, 1});

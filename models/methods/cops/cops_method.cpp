@@ -65,12 +65,21 @@ NamedTensorList CopsMethod::named_parameters() {
   return out;
 }
 
-std::pair<at::Tensor, at::Tensor> CopsMethod::features(const MethodBatch& batch) {
-  at::NoGradGuard ng;
+VisionRequest CopsMethod::vision_request() const {
   VisionRequest req;
   const int64_t layers = clip_->cfg.vision_layers;
   req.vv_depth = vv_depth_ < 0 ? layers : std::min(vv_depth_, layers);
   req.patch_tokens = true;
+  return req;
+}
+
+std::pair<at::Tensor, at::Tensor> CopsMethod::features(const MethodBatch& batch) {
+  at::NoGradGuard ng;
+  if (source_) {
+    auto [g, F] = source_(batch);
+    return {g.to(at::kFloat).cpu(), F.to(at::kFloat).cpu()};
+  }
+  const VisionRequest req = vision_request();
   const auto dev = clip_->visual->proj.device();
   VisionOutput v = clip_->encode_vision(batch.images.to(dev), req);
   // CoPS' global feature: the CLS of the original path @ proj without ln_post (spec §1.2).

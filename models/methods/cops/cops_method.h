@@ -36,7 +36,14 @@ class CopsMethod : public Method {
   void load_state_dict(const std::map<std::string, at::Tensor>& state, bool strict = true) override;
 
   // Frozen features of the batch: (g [B,E] raw CLS @ proj, F [B,P,E] V-V patch tokens), float32.
+  // From the installed source if any (the feature cache), else by running the frozen CLIP.
   std::pair<at::Tensor, at::Tensor> features(const MethodBatch& batch);
+  using FeatureSource = std::function<std::pair<at::Tensor, at::Tensor>(const MethodBatch&)>;
+  void set_feature_source(FeatureSource source) { source_ = std::move(source); }
+  // What a feature cache must hold for CoPS: V-V on `vv_depth` final blocks, final patch tokens
+  // (ln_post @ proj), global = VisionOutput::global_features (raw CLS, no ln_post).
+  VisionRequest vision_request() const;
+  ClipModel clip() const { return clip_; }
   CopsModel& model() { return *model_; }
   const CopsTestSettings& test_settings() const { return test_; }
 
@@ -47,6 +54,7 @@ class CopsMethod : public Method {
   int64_t vv_depth_ = -1;
   bool save_vae_encoder_ = true;
   std::unique_ptr<CopsModel> model_;
+  FeatureSource source_;
   CopsTestSettings test_;
 };
 
