@@ -208,7 +208,9 @@ at::Tensor reconstruction_loss(const at::Tensor& g, const at::Tensor& s, Reconst
   }
   // The code's broadcast (g [B,D] - s.view(B,1,1,D)) -> [B,1,B,D]: every sample against every image
   // of the (global) batch.
-  at::Tensor g_all = red.active() && red.gather ? red.gather(g.detach()) : g;
+  if (red.active() && !red.gather)
+    throw Error("cops: the all-pairs reconstruction term needs GlobalReduction::gather under data parallelism");
+  at::Tensor g_all = red.active() ? red.gather(g.detach()) : g;
   at::Tensor diff = g_all.view({1, 1, -1, D}) - s.reshape({-1, 1, 1, D});
   at::Tensor terms = diff.pow(2).sum(1);  // [BR, Bg, D]
   return global_mean(terms.sum(), static_cast<double>(terms.numel()), red);
