@@ -39,20 +39,19 @@ int run_shell(const JobContext& job) {
   // the shell as well; the command decides (e.g. trap, save, exit 75) and its exit code is the
   // job's. Handlers (not SIG_IGN) so the shell starts with default dispositions it can trap.
   g_stop = 0;
-  struct sigaction sa {}, old_term {}, old_int {}, old_usr2 {};
+  struct sigaction sa {};
   sa.sa_handler = on_stop;
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, &old_term);
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGUSR2, &sa, &old_usr2);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGUSR2, &sa, nullptr);
   pid_t pid = spawn(so);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw Error("waitpid failed");
   }
-  sigaction(SIGTERM, &old_term, nullptr);
-  sigaction(SIGINT, &old_int, nullptr);
-  sigaction(SIGUSR2, &old_usr2, nullptr);
+  // The handlers stay installed: a signal sent to every process of the job (SLURM signals the
+  // task and then its whole process tree) may reach us again just after the shell exited.
   return decode_wait_status(status);
 }
 
@@ -65,6 +64,7 @@ int run_sleep(const JobContext& job) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, &old_term);
   sigaction(SIGINT, &sa, &old_int);
+  std::cout << "sleep task: sleeping " << seconds << " s" << std::endl;  // handlers are in place now
   auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
   while (std::chrono::steady_clock::now() < end && !g_stop)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
