@@ -119,3 +119,52 @@ TEST(LaunchCli, UsageErrors) {
   EXPECT_EQ(r.code, 127);
   EXPECT_NE(r.err.find("cannot execute /nonexistent/program"), std::string::npos) << r.err;
 }
+
+TEST(LaunchCli, SecondSignalKillsRanksThatIgnoreTheFirst) {
+  zsad_test::TempDir dir;
+  std::vector<std::string> argv{zsad_test::zsad_binary(), "launch", "-n", "2", "--", "/bin/sh", "-c",
+                                "trap 'echo ignoring' TERM; touch ready.$RANK; while true; do sleep 0.05; done"};
+  auto child = zsad_test::start(argv, dir.str(), {}, dir.str());
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] { return fs::exists(dir.path / "ready.0") && fs::exists(dir.path / "ready.1"); }, 30));
+  kill(child.pid, SIGTERM);
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] { return lines_with(zsad_test::read_file(child.out_path), "[rank 1] ignoring").size() == 1 &&
+                   lines_with(zsad_test::read_file(child.out_path), "[rank 0] ignoring").size() == 1; },
+      30));
+  kill(child.pid, SIGTERM);  // "now": SIGKILL
+  auto r = zsad_test::finish(child);
+  EXPECT_EQ(r.code, 128 + 9) << r.out << r.err;
+}
+
+TEST(RunCli, SigtermStopsASingleRunResumably) {
+  zsad_test::TempDir dir;
+  zsad_test::write_file(dir.path / "experiments/long.yaml",
+                        "task:\n  name: sleep\n  seconds: 60\noutput:\n  root: " + dir.str() + "\n");
+  std::vector<std::string> argv{zsad_test::zsad_binary(), "run", (dir.path / "experiments/long.yaml").string()};
+  auto child = zsad_test::start(argv, dir.str(), {}, dir.str());
+  std::string run_dir;
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] {
+        try {
+          for (const auto& e : fs::recursive_directory_iterator(dir.path / "outputs"))
+            if (e.path().filename() == "job.yaml") run_dir = e.path().parent_path().parent_path().string();
+          // the task has installed its signal handlers once it announces the sleep
+          return !run_dir.empty() &&
+                 zsad_test::read_file(run_dir + "/run.log").find("sleep task: sleeping 60 s") != std::string::npos;
+        } catch (...) {
+          return false;
+        }
+      },
+      30));
+  auto t0 = std::chrono::steady_clock::now();
+  kill(child.pid, SIGTERM);
+  auto r = zsad_test::finish(child);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
+  EXPECT_EQ(r.code, 75) << r.out << r.err;
+  std::string job = zsad_test::read_file(run_dir + "/.zsad/job.yaml");
+  EXPECT_NE(job.find("status: stopped"), std::string::npos) << job;
+  EXPECT_NE(job.find("exit_code: 75"), std::string::npos) << job;
+  EXPECT_NE(zsad_test::read_file(run_dir + "/run.log").find("stopped by signal 15"), std::string::npos);
+  EXPECT_NE(r.out.find("stopped by signal 15"), std::string::npos) << r.out;  // tee'd to the terminal
+}
