@@ -14,6 +14,7 @@ packages=(
   libopenblas0-pthread                            # fast BLAS (Debian's reference BLAS is ~25x slower)
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev   # image decode/encode
   python3-torch python3-numpy python3-sklearn python3-scipy python3-h5py python3-pil   # test references
+  slurm-wlm munge                                 # --launcher slurm; tests/slurm/cluster_test.sh runs a 1-node cluster
 )
 
 missing=()

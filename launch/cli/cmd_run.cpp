@@ -64,7 +64,7 @@ int run_run(const std::vector<std::string>& tokens) {
   fs::create_directories(unique);
   std::cerr << "zsad run: " << unique << "\n";
   if (zsad::config::get_or_default(c.config, "launcher.name").scalar_text() == "slurm")
-    return zsad::launch::submit_slurm_run(unique, c.config, req.overrides);  // sbatch; does not wait
+    return zsad::launch::submit_slurm_run(unique, c.config, req.overrides, c.choices);  // sbatch; does not wait
   zsad::launch::RunOptions opts;
   opts.tee = true;
   return zsad::launch::run_single(unique, c.config, req.overrides, opts, c.choices);

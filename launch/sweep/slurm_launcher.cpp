@@ -242,10 +242,11 @@ int submit_slurm_sweep(const SweepPlan& plan, const std::vector<JobPlan>& all_jo
   return kExitSuccess;
 }
 
-int submit_slurm_run(const std::string& dir_in, const Node& resolved, const std::vector<std::string>& overrides) {
+int submit_slurm_run(const std::string& dir_in, const Node& resolved, const std::vector<std::string>& overrides,
+                     const GroupChoices& choices) {
   std::string dir = abs(dir_in);
   slurm::Resources r = slurm_resources(resolved);
-  write_job_files(dir, resolved, overrides, -1, job_state_name(JobState::kPending));
+  write_job_files(dir, resolved, overrides, -1, job_state_name(JobState::kPending), choices);
   slurm::ScriptRequest req;
   req.experiment = config::get_or_default(resolved, "experiment").scalar_text();
   req.zsad_binary = zsad_binary_of(resolved);

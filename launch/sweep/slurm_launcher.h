@@ -26,7 +26,8 @@ std::string slurm_sweep_scripts(const SweepPlan& plan);
 int submit_slurm_sweep(const SweepPlan& plan, const std::vector<JobPlan>& jobs);
 
 // `zsad run EXP --launcher slurm`: writes the job files into `dir` and submits one batch job.
-int submit_slurm_run(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides);
+int submit_slurm_run(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides,
+                     const GroupChoices& choices = {});
 
 // Registers submit_slurm_sweep as the "slurm" entry of sweep_launcher_registry().
 void register_slurm_sweep_launcher();
