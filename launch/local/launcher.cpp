@@ -112,6 +112,7 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
   int first_failure = 0;
   bool failure_seen = false;
   int forwarded = 0;
+  Clock::time_point drain_until{};
   auto stop_all = [&](int sig) {
     for (auto& rk : ranks)
       if (rk.running) signal_process_tree(rk.pid, sig);
@@ -128,6 +129,22 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
       any_open = any_open || rk.out.fd >= 0 || rk.err.fd >= 0;
     }
     if (!any_running && !any_open) break;
+    // Every rank has exited but something they started still holds the pipes: drain briefly,
+    // then stop listening (a leftover background process must not keep the launcher alive).
+    if (!any_running) {
+      if (drain_until == Clock::time_point{}) drain_until = Clock::now() + std::chrono::milliseconds(500);
+      if (Clock::now() > drain_until) {
+        for (auto& rk : ranks) {
+          for (Stream* s : {&rk.out, &rk.err}) {
+            if (s->fd < 0) continue;
+            flush_lines(*s, "[rank " + std::to_string(&rk - ranks.data()) + "] ", true);
+            close(s->fd);
+            s->fd = -1;
+          }
+        }
+        break;
+      }
+    }
 
     std::vector<pollfd> pfds;
     std::vector<std::pair<size_t, Stream*>> owners;

@@ -381,7 +381,13 @@ int run_single(const std::string& dir, const Node& resolved, const std::vector<s
   bool out_open = r.pipe_out >= 0, err_open = r.pipe_err >= 0;
   int status = 0;
   bool done = false;
+  std::chrono::steady_clock::time_point drain_until{};
   while (!done || out_open || err_open) {
+    if (done) {  // the job exited; whatever it left running may not hold us (see run_local)
+      if (drain_until == std::chrono::steady_clock::time_point{})
+        drain_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+      if (std::chrono::steady_clock::now() > drain_until) break;
+    }
     std::vector<pollfd> p{{signals.fd(), POLLIN, 0}};
     if (out_open) p.push_back({r.pipe_out, POLLIN, 0});
     if (err_open) p.push_back({r.pipe_err, POLLIN, 0});

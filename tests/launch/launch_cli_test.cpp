@@ -168,3 +168,12 @@ TEST(RunCli, SigtermStopsASingleRunResumably) {
   EXPECT_NE(zsad_test::read_file(run_dir + "/run.log").find("stopped by signal 15"), std::string::npos);
   EXPECT_NE(r.out.find("stopped by signal 15"), std::string::npos) << r.out;  // tee'd to the terminal
 }
+
+TEST(LaunchCli, LeftoverBackgroundProcessDoesNotHoldTheLauncher) {
+  zsad_test::TempDir dir;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = zsad_test::run_zsad({"launch", "-n", "2", "--", "/bin/sh", "-c", "sleep 20 & echo started $RANK"}, dir.str());
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 15.0);
+  EXPECT_EQ(lines_with(r.out, "[rank 1] started 1").size(), 1u) << r.out;
+}
