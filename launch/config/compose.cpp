@@ -251,7 +251,12 @@ class Composer {
     }
     if (!self_done) merge_into(result, self);
     if (primary) {
-      for (const auto& e : cli_append) merge_into(result, load_group(e, ""));
+      for (const auto& e : cli_append) {
+        if (seen_groups_.count(e.key()))
+          throw Error(e.mark.str() + ": group '" + e.key() + "' is already in the defaults list; use '" + e.key() +
+                      "=OPTION' to change it (or '++" + e.key() + "=OPTION')");
+        merge_into(result, load_group(e, ""));
+      }
     }
     stack_.pop_back();
     return result;

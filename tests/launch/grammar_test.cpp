@@ -251,6 +251,7 @@ TEST_F(OverrideSemantics, SemanticErrors) {
       {"trainer=slow", "option 'slow' not found in config group 'trainer' (available: default, fast)"},
       {"launcher=local", "key 'launcher' is not in the config"},  // no launcher folder: a plain key
       {"seed=1,2", "is a sweep"},
+      {"+trainer=fast", "group 'trainer' is already in the defaults list; use 'trainer=OPTION'"},
   };
   for (const auto& b : bad) {
     std::string msg = error_of({b.input});
