@@ -232,7 +232,7 @@ TEST(MultiProcess, ControlWithoutGradientSyncDiverges) {
 TEST(MultiProcess, MpiTwoRanksEqualSingleProcess) {
   const std::string base = zsad::testing::fresh_temp_dir("mp");
   auto ref = single_process(base + "/single", kExact);
-  std::vector<std::string> argv{"/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2",
+  std::vector<std::string> argv{"/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2",
                                 "-x", "OMP_NUM_THREADS=1"};
   auto w = common_args(base + "/mpi", kExact);
   w.push_back("--backend");

@@ -53,6 +53,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions&, dist::S
                                                      std::shared_ptr<dist::RankMonitor>) {
   throw Error("communicator backend 'nccl': this build has no NCCL (no CUDA toolkit with nccl.h was found)");
 }
+int visible_cuda_devices() { return 0; }
 #endif
 
 void Communicator::allreduce_many(std::vector<at::Tensor>& ts, ReduceOp op) {

@@ -29,6 +29,7 @@ enum class Backend { kAuto, kGloo, kMpi, kNccl, kLocal };
 Backend parse_backend(const std::string& name);  // "auto" | "gloo" | "mpi" | "nccl" | "local"
 const char* backend_name(Backend b);
 bool backend_available(Backend b);               // compiled into this build
+int visible_cuda_devices();                      // 0 without NCCL/CUDA in this build or without a GPU
 
 class CommError : public Error {
  public:

@@ -161,6 +161,11 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
+int visible_cuda_devices() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
 std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions& o, dist::StorePtr store, int rank,
                                                      int world_size, std::shared_ptr<dist::RankMonitor> monitor) {
   return std::make_unique<NcclCommunicator>(o, std::move(store), rank, world_size, std::move(monitor));
