@@ -105,6 +105,7 @@ runuser -u munge -- /usr/sbin/munged --socket="$SOCK" --key-file="$W/munge/etc/m
 munge -n -S "$SOCK" | unmunge -S "$SOCK" | grep -q 'STATUS: *Success' || fail "munge round trip failed"
 
 export SLURM_CONF="$W/slurm/etc/slurm.conf"
+# cred_expire: a requeued job waits this long before it may start again (default 120 s).
 cat > "$SLURM_CONF" <<EOF
 ClusterName=zsadtest
 SlurmctldHost=localhost
@@ -112,7 +113,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$SOCK
+AuthInfo=socket=$SOCK,cred_expire=10
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -230,6 +231,7 @@ echo "$st" | grep -q "failed: job - (exit 3): $FRUN/run.log" || fail "failed job
 grep -q boom "$FRUN/run.log" || fail "run.log lacks the job's output"
 
 # ---------------------------------------------------------------- 5. preemption: USR2 -> checkpoint -> requeue -> resume
+# (`exec`: SLURM signals every process of the task, so the /bin/sh -c in between must not stay.)
 # A shell task that counts to 40 in 0.1 s steps, keeps its progress in a file ("checkpoint"), and
 # on SIGUSR2/SIGTERM saves it and exits 75 (what the trainer does with its HDF5 checkpoints).
 cat > "$W/counter.sh" <<'EOF'
@@ -242,7 +244,7 @@ echo "done $n" > result.txt
 EOF
 submit_counter() {  # submit_counter EXTRA_OVERRIDES... -> prints run dir, sets JOBID
   local o
-  o=$("$ZSAD" run "$EXP" "task.command=sh $W/counter.sh" --launcher slurm "$@" 2>&1) || fail "counter submit: $o"
+  o=$("$ZSAD" run "$EXP" "task.command=exec sh $W/counter.sh" --launcher slurm "$@" 2>&1) || fail "counter submit: $o"
   echo "$o" | sed -n 's/^zsad run: //p'
 }
 wait_progress() {  # wait_progress DIR: until the task has counted a few steps
