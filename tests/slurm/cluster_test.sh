@@ -208,6 +208,26 @@ for i in 0 1 2 3; do
   [ -f "$SWEEP/.slurm/${ARRAY_ID}_$i.out" ] || fail "job $i: batch log ${ARRAY_ID}_$i.out missing"
 done
 
+# ---------------------------------------------------------------- 2b. resume resubmits what failed
+note "scenario 2b: a failed array element is resubmitted alone by zsad sweep --resume"
+out=$("$ZSAD" sweep "$EXP" seed=0,1,2 "task.command=test -f $W/ok || test \${seed} -ne 1" --launcher slurm 2>&1) ||
+  fail "sweep submit: $out"
+RS=$(echo "$out" | sed -n 's/^sweep \(.*\): 3 jobs$/\1/p')
+[ -d "$RS" ] || fail "sweep dir not found in output: $out"
+RS_ID=$(echo "$out" | sed -n 's/^submitted job array \([0-9]*\) .*/\1/p')
+wait_state "$RS" failed 1 60
+wait_state "$RS" completed 2 60
+st=$("$ZSAD" status "$RS")
+echo "$st"
+echo "$st" | grep -qF "failed: job 1 (exit 1): $RS/1/run.log, $RS/.slurm/${RS_ID}_1.out, $RS/.slurm/${RS_ID}_1.err" ||
+  fail "status does not name the failed job's logs"
+touch "$W/ok"
+out=$("$ZSAD" sweep --resume "$RS" 2>&1) || fail "resume: $out"
+echo "$out"
+echo "$out" | grep -q -- '--array=1%1, 1 jobs' || fail "resume did not resubmit only job 1"
+wait_state "$RS" completed 3 60
+[ "$(wc -l < "$RS/.slurm/submissions.jsonl")" = 2 ] || fail "expected 2 submission records"
+
 # ---------------------------------------------------------------- 3. 2-task job via zsad run
 note "scenario 3: zsad run --launcher slurm, 2 tasks"
 out=$("$ZSAD" run "$EXP" task=echo launcher.nproc=2 seed=5 --launcher slurm 2>&1) || fail "run submit: $out"
