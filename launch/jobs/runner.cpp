@@ -115,7 +115,11 @@ void register_job_runner(const std::string& name, const std::string& doc, JobRun
 }
 
 int run_job_config(const std::string& config_path) {
-  config::Node cfg = config::load_yaml_file(config_path);
+  // Composing a resolved config yields it unchanged (the round-trip property), and also undoes the
+  // "\${" escaping of literal text, validates it, and lets `zsad job` take a plain experiment file.
+  config::ComposeRequest req;
+  req.experiment = config_path;
+  config::Node cfg = config::compose(req).config;
   fs::path p = fs::absolute(config_path);
   std::string job_dir;
   if (p.parent_path().filename() == ".zsad") job_dir = p.parent_path().parent_path().string();

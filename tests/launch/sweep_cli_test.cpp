@@ -264,3 +264,17 @@ TEST_F(SweepCli, ResumeAfterSigtermRunsEveryJobExactlyOnce) {
   EXPECT_EQ(again.code, 0);
   EXPECT_EQ(lines_of(zsad_test::read_file(sweep + "/ran.txt")).size(), 6u);
 }
+
+TEST_F(SweepCli, LiteralDollarBracesReachTheTask) {
+  // YAML "\${HOME}" is the literal text ${HOME}; it must survive config.yaml and reach the shell.
+  put("lit.yaml", "defaults:\n  - exp\n  - _self_\nexperiment: exp\ntask:\n  command: \"echo '\\\\${HOME}' > lit.txt\"\n");
+  auto r = zsad_test::run_zsad({"run", exp("lit")}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  int found = 0;
+  for (const auto& e : fs::recursive_directory_iterator(out_root() + "/outputs"))
+    if (e.path().filename() == "lit.txt") {
+      EXPECT_EQ(zsad_test::read_file(e.path()), "${HOME}\n");
+      ++found;
+    }
+  EXPECT_EQ(found, 1);
+}
