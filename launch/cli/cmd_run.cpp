@@ -41,7 +41,10 @@ int run_run(const std::vector<std::string>& tokens) {
   req.experiment = args.rest()[0];
   req.overrides.assign(args.rest().begin() + 1, args.rest().end());
   if (args.has("launcher")) req.overrides.push_back("launcher.name=" + args.get("launcher"));
+  req.keep_sweep_block = true;
   zsad::config::Composed c = zsad::config::compose(req);
+  if (c.config.erase("sweep"))
+    std::cerr << "zsad run: note: the experiment's sweep: block is ignored here (run it with `zsad sweep`)\n";
   if (args.on("cfg")) {
     zsad::config::EmitOptions eo;
     eo.escape_interpolation = true;
