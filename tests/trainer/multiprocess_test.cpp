@@ -229,6 +229,21 @@ TEST(MultiProcess, ControlWithoutGradientSyncDiverges) {
   fs::remove_all(base);
 }
 
+TEST(MultiProcess, GradientAccumulationEqualsFullBatch) {
+  // 2 ranks x 2 micro-steps of 4 samples == one process with the whole 16-sample batch.
+  const std::string base = zsad::testing::fresh_temp_dir("mp");
+  auto ref = single_process(base + "/single", kExact);
+  auto more = kExact;
+  more.insert(more.end(), {"--accum", "2"});
+  for (auto& p : spawn_two(base + "/accum", more)) ASSERT_EQ(run_to_end(p), 0) << slurp(p.log);
+  auto r0 = dump(base + "/accum", 0), r1 = dump(base + "/accum", 1);
+  expect_bit_identical(r0, r1, "rank 0 vs rank 1");
+  EXPECT_LT(max_rel_error(r0, ref), 1e-5);
+  EXPECT_NE(slurp(base + "/accum/logs/rank0.log").find("local batch 4 x 2 micro-steps"), std::string::npos);
+  expect_disjoint_covering_shards(base + "/accum", 64, 3);
+  fs::remove_all(base);
+}
+
 TEST(MultiProcess, MpiTwoRanksEqualSingleProcess) {
   const std::string base = zsad::testing::fresh_temp_dir("mp");
   auto ref = single_process(base + "/single", kExact);

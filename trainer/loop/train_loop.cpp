@@ -31,7 +31,7 @@ uint64_t derive_seed(uint64_t seed, uint64_t stream) {
 std::string config_digest(const TrainConfig& c, int world_size, const std::string& task_digest) {
   std::ostringstream o;
   o << "world_size=" << world_size << ";global_batch_size=" << c.global_batch_size
-    << ";grad_accum_steps=" << c.grad_accum_steps << ";shuffle=" << c.shuffle << ";seed=" << c.seed << ";"
+    << ";grad_accum_steps=" << c.grad_accum_steps << ";shuffle=" << c.shuffle << ";drop_last=" << c.drop_last << ";seed=" << c.seed << ";"
     << describe(c.optim) << ";" << describe(c.schedule) << ";grad_clip_norm=" << c.grad_clip_norm
     << ";sync_gradients=" << c.sync_gradients << ";task=" << task_digest;
   const std::string s = o.str();
@@ -88,7 +88,7 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
   for (auto& [n, p] : named) params.push_back(p);
   auto opt = make_optimizer(params, c.optim);
   ddp::GradReducer reducer(comm, params, c.buckets);
-  DistributedSampler sampler(task.dataset_size(), W, rank, c.shuffle, c.seed, /*drop_last=*/false);
+  DistributedSampler sampler(task.dataset_size(), W, rank, c.shuffle, c.seed, c.drop_last);
   const int64_t steps_per_epoch = sampler.num_samples() / (local_batch * accum);
   if (steps_per_epoch == 0) {
     throw Error("train: a rank's share of the dataset (" + std::to_string(sampler.num_samples()) +

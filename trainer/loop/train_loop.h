@@ -47,6 +47,7 @@ struct TrainConfig {
   int64_t global_batch_size = 32;   // samples per optimizer step over all ranks
   int64_t grad_accum_steps = 1;     // micro-steps per optimizer step; intermediate ones do not sync
   bool shuffle = true;
+  bool drop_last = false;           // sampler: drop the tail instead of padding by wrap-around
   uint64_t seed = 0;
   OptimConfig optim;
   LrSchedule schedule;
