@@ -4,11 +4,13 @@
 namespace zsad::config {
 
 void register_slurm_schema(Schema& s);  // launch/config/schemas/slurm.cpp
+void register_train_schema(Schema& s);  // launch/config/schemas/train.cpp
 
 void register_all_schemas(Schema& s) {
   register_core_schema(s);
   register_eval_schema(s);
   register_slurm_schema(s);
+  register_train_schema(s);
 }
 
 }  // namespace zsad::config
