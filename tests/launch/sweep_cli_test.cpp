@@ -278,3 +278,15 @@ TEST_F(SweepCli, LiteralDollarBracesReachTheTask) {
     }
   EXPECT_EQ(found, 1);
 }
+
+TEST_F(SweepCli, HelpConfigListsKeysWithTypesDefaultsAndDocs) {
+  auto r = zsad_test::run_zsad({"run", "--help-config"}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("  seed : int = 0\n      global random seed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  launcher.name : string = 'local'  {local|mpirun|slurm}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  launcher.master_port : int? = null"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("+tags.<name>=<value>"), std::string::npos) << r.out;
+  r = zsad_test::run_zsad({"run", "--help-tasks"}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* t : {"shell", "sleep", "echo"}) EXPECT_NE(r.out.find(std::string("  ") + t + "  "), std::string::npos) << r.out;
+}
