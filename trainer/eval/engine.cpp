@@ -456,7 +456,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       }
       if (part && !declared) {
         for (size_t c = 0; c < split.classes.size(); ++c) {
-          part->begin_class(split.classes[c], rank_class_count[c], has_maps ? E : 0, has_maps ? E : 0);
+          if (rank_class_count[c] > 0) part->begin_class(split.classes[c], rank_class_count[c], has_maps ? E : 0, has_maps ? E : 0);
         }
         declared = true;
       }
@@ -521,7 +521,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
     if (part) {
       if (!declared) {
         for (size_t c = 0; c < split.classes.size(); ++c) {
-          part->begin_class(split.classes[c], rank_class_count[c], has_maps ? E : 0, has_maps ? E : 0);
+          if (rank_class_count[c] > 0) part->begin_class(split.classes[c], rank_class_count[c], has_maps ? E : 0, has_maps ? E : 0);
         }
       }
       part->close();

@@ -34,7 +34,7 @@ void register_eval_schema(Schema& s) {
   s.section("method", "the anomaly-detection method (models/methods/, registry by method.name)");
   std::vector<std::string> names;
   for (const auto& [name, info] : models::method_registry()) names.push_back(name);
-  s.add("method.name", Type::kString, nullptr, "method (registered: see --help-config choices)");
+  s.add("method.name", Type::kString, nullptr, "method from the registry (models/methods/method.h)").choices(names);
   for (const auto& [name, info] : models::method_registry()) {
     for (const auto& k : info.keys) add_method_key(s, k);
   }

@@ -91,6 +91,9 @@ std::vector<MethodKey> winclip_keys() {
       {"method.winclip.map_weight", "float", "0.0",
        "image score = (1-w)*global + w*max(patch map); datasets may override (method_options.winclip)", {}},
       {"method.winclip.class_aware", "bool", "true", "class name in the prompts (false: 'object')", {}},
+      {"method.winclip.per_image_forward", "bool", "true",
+       "one vision forward per image: scores independent of batch composition (batched BLAS rounds differently, "
+       "~2e-6 after the logit scale); false: one forward per batch", {}},
   };
 }
 
@@ -126,6 +129,7 @@ void WinClipMethod::begin_dataset(const DatasetContext& ctx) {
   class_aware_ = aware;
   temperature_ = o.real("method.winclip.temperature", 0.01);
   map_weight_ = o.real("method.winclip.map_weight", 0.0);
+  per_image_ = o.flag("method.winclip.per_image_forward", true);
   if (!(temperature_ > 0)) throw Error("method.winclip.temperature must be > 0");
   if (map_weight_ < 0 || map_weight_ > 1) throw Error("method.winclip.map_weight must be in [0,1]");
 }
@@ -167,9 +171,22 @@ MethodOutput WinClipMethod::infer(const MethodBatch& batch) {
   req.vv_depth = vv_depth_ < 0 ? layers : std::min(vv_depth_, layers);
   req.patch_tokens = true;
   const auto dev = clip_->visual->proj.device();
-  VisionOutput v = clip_->encode_vision(batch.images.to(dev), req);
-  at::Tensor g = v.image_features.to(at::kFloat).cpu();  // [B,E]
-  at::Tensor p = v.patch_tokens.to(at::kFloat).cpu();    // [B,P,E]
+  at::Tensor g, p;
+  if (per_image_ && B > 1) {
+    // One forward per image: scores do not depend on which images share a batch (BLAS rounding).
+    std::vector<at::Tensor> gs, ps;
+    for (int64_t i = 0; i < B; ++i) {
+      VisionOutput v = clip_->encode_vision(batch.images.slice(0, i, i + 1).to(dev), req);
+      gs.push_back(v.image_features.to(at::kFloat).cpu());
+      ps.push_back(v.patch_tokens.to(at::kFloat).cpu());
+    }
+    g = at::cat(gs, 0);
+    p = at::cat(ps, 0);
+  } else {
+    VisionOutput v = clip_->encode_vision(batch.images.to(dev), req);
+    g = v.image_features.to(at::kFloat).cpu();  // [B,E]
+    p = v.patch_tokens.to(at::kFloat).cpu();    // [B,P,E]
+  }
   g = g / g.norm(2, -1, true);
   p = p / p.norm(2, -1, true);
   const int64_t P = p.size(1);

@@ -52,6 +52,7 @@ class WinClipMethod : public Method {
   double map_weight_ = 0.0;
   int64_t vv_depth_ = -1;
   bool class_aware_ = true;
+  bool per_image_ = true;
   std::map<std::string, at::Tensor> text_cache_;
   int64_t text_forwards_ = 0;
 };
