@@ -9,7 +9,11 @@ namespace {
 volatile std::sig_atomic_t g_signal = 0;
 
 extern "C" void on_stop_signal(int sig) {
-  if (sig == SIGINT && g_signal == SIGINT) std::signal(SIGINT, SIG_DFL);
+  if (sig == SIGINT && g_signal == SIGINT) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+    return;
+  }
   g_signal = sig;
 }
 
