@@ -214,18 +214,24 @@ echo "zsad: slurm job $slurm_id (SLURM_JOB_ID=$SLURM_JOB_ID) on ${SLURM_JOB_NODE
 "$zsad" status --set running --slurm-job "$slurm_id" --restarts "$restarts" "$ZSAD_JOB_DIR" ||
   echo "zsad: warning: could not record the running state in $ZSAD_JOB_DIR/.zsad/job.yaml" >&2
 
-# SIGTERM/SIGINT reaching this shell (scancel, time limit): stop without requeue.
+# SIGTERM/SIGINT reaching this shell (scancel, time limit): stop without requeue. SLURM signals
+# the job steps itself, so nothing is forwarded (a second signal could escalate to a kill).
 # SIGUSR2 (--signal) reaches only the job steps: the ranks checkpoint and exit 75, see below.
 stop=
-step=
-trap 'stop=TERM; [ -n "$step" ] && kill -TERM "$step" 2>/dev/null' TERM
-trap 'stop=INT; [ -n "$step" ] && kill -INT "$step" 2>/dev/null' INT
+trap 'stop=TERM' TERM
+trap 'stop=INT' INT
 )SH";
-  s << srun_line(r) << " &\n";
+  s << "# srun runs in a subshell that records its exit code: a trapped signal interrupts `wait`, and\n"
+       "# the status bash reports after that is not reliable. The subshell's `trap :` lets a SIGTERM\n"
+       "# sent to every process of the job pass without killing it (srun itself starts with defaults).\n";
+  s << "rcfile=$(mktemp \"${TMPDIR:-/tmp}/zsad-srun.XXXXXX\")\n";
+  s << "( trap : TERM INT; " << srun_line(r) << "; echo $? > \"$rcfile\" ) &\n";
   s << R"SH(step=$!
-code=0
-wait "$step" || code=$?
-while kill -0 "$step" 2>/dev/null; do code=0; wait "$step" || code=$?; done
+wait "$step"
+while kill -0 "$step" 2>/dev/null; do wait "$step"; done
+code=$(cat "$rcfile" 2>/dev/null)
+rm -f "$rcfile"
+[ -n "$code" ] || code=1
 
 if [ "$code" -eq 0 ]; then
   state=completed

@@ -51,12 +51,6 @@ void expect_directives_first(const std::string& script) {
   }
 }
 
-std::string find_line(const std::string& script, const std::string& prefix) {
-  for (const auto& l : lines_of(script))
-    if (l.rfind(prefix, 0) == 0) return l;
-  return "";
-}
-
 ScriptRequest one_job(const std::string& dir) {
   ScriptRequest req;
   req.experiment = "demo";
@@ -110,16 +104,16 @@ TEST(Sbatch, FourNodesTimesEightGpus) {
   // No array for a single run.
   EXPECT_EQ(s.find("--array"), std::string::npos);
   // srun: 32 ranks, one per GPU, each a `zsad job` with the run's config.
-  std::string srun = find_line(s, "srun ");
-  ASSERT_FALSE(srun.empty());
+  std::string srun = srun_line(r);
+  ASSERT_NE(s.find(srun), std::string::npos);
   EXPECT_NE(srun.find(" --nodes=4 "), std::string::npos) << srun;
   EXPECT_NE(srun.find(" --ntasks-per-node=8 "), std::string::npos) << srun;
   EXPECT_NE(srun.find(" --cpus-per-task=10 "), std::string::npos) << srun;  // 22.05 srun does not inherit it
   EXPECT_NE(srun.find(" --gpus-per-node=8 "), std::string::npos) << srun;
   EXPECT_NE(srun.find(" --label "), std::string::npos) << srun;
   EXPECT_NE(srun.find("--output=\"$ZSAD_JOB_DIR/run.log\""), std::string::npos) << srun;
-  EXPECT_TRUE(std::regex_search(srun, std::regex(R"("\$zsad" job "\$ZSAD_JOB_CONFIG" &$)"))) << srun;
-  EXPECT_EQ(srun, srun_line(r) + " &");
+  EXPECT_TRUE(std::regex_search(srun, std::regex(R"("\$zsad" job "\$ZSAD_JOB_CONFIG"$)"))) << srun;
+  EXPECT_NE(s.find("( trap : TERM INT; " + srun_line(r) + "; echo $? > \"$rcfile\" ) &"), std::string::npos);
   EXPECT_NE(s.find("zsad='/opt/zsad/bin/zsad'"), std::string::npos);
   EXPECT_NE(s.find("ZSAD_JOB_CONFIG='/runs/demo/1/.zsad/config.yaml'"), std::string::npos);
   EXPECT_NE(s.find("export OMP_NUM_THREADS=10"), std::string::npos);
@@ -164,11 +158,12 @@ TEST(Sbatch, HundredJobSweepWithParallelismTen) {
   EXPECT_EQ(cases, 100);
   EXPECT_NE(s.find("slurm_id=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""), std::string::npos);
   // Setup lines run before srun, in order.
-  size_t a = s.find("module load cuda/12.1"), b = s.find("source /opt/venv/bin/activate"), c = s.find("\nsrun ");
+  size_t a = s.find("module load cuda/12.1"), b = s.find("source /opt/venv/bin/activate"), c = s.find("( trap : TERM INT; srun ");
   ASSERT_NE(a, std::string::npos);
   EXPECT_LT(a, b);
   EXPECT_LT(b, c);
-  std::string srun = find_line(s, "srun ");
+  std::string srun = srun_line(r);
+  ASSERT_NE(s.find(srun), std::string::npos);
   EXPECT_EQ(srun.find("--label"), std::string::npos) << "one rank: no labels";
   EXPECT_EQ(srun.find("--gpus-per-node"), std::string::npos);
 }
@@ -347,7 +342,7 @@ class JobScript : public ::testing::Test {
                "  if [ \"$STUB_CODE\" = wait ]; then\n"
                "    sleep 20 >/dev/null 2>&1 & s=$!\n"
                "    trap 'kill $s; echo \"job got TERM\" >> \"$STUB_LOG\"; exit 75' TERM\n"
-               "    touch \"$STUB_LOG.started\"; wait; exit 9\n"
+               "    echo $$ > \"$STUB_LOG.started\"; wait; exit 9\n"
                "  fi\n"
                "  exit \"$STUB_CODE\"\n"
                "fi\n");
@@ -468,10 +463,13 @@ TEST_F(JobScript, FailureIsRecorded) {
 }
 
 TEST_F(JobScript, SigtermToTheBatchShellStopsWithoutRequeue) {
-  // scancel: SIGTERM reaches the batch shell (and the steps); the job checkpoints (75) and stays stopped.
+  // scancel: SIGTERM reaches the batch shell and the steps; the job checkpoints (75) and stays stopped.
   std::string script = render(Resources{}, false);
-  std::string driver = "bash " + script + " & p=$!; for i in $(seq 100); do [ -f " + log() +
-                       ".started ] && break; sleep 0.05; done; kill -TERM $p; wait $p";
+  std::string started = log() + ".started";
+  // setsid: the script leads its own process group, which gets the signal as a whole, like
+  // SLURM signalling every process of the job.
+  std::string driver = "setsid bash " + script + " & p=$!; for i in $(seq 200); do [ -s " + started +
+                       " ] && break; sleep 0.05; done; kill -TERM -- -$p; wait $p";
   auto res = run(script, "wait", 0, false, driver);
   EXPECT_EQ(res.exit_code, 75) << res.out << res.err;
   std::string c = calls();
