@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+
+#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -11,6 +14,7 @@
 #include "models/clip/clip_model.h"
 #include "models/clip/tokenizer.h"
 #include "models/methods/apt/apt_components.h"
+#include "models/methods/apt/apt_method.h"
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/cops/cops_clip.h"
 
@@ -182,4 +186,50 @@ TEST(AptModelTest, PromptLayoutMatchesPromptAD) {
   EXPECT_NEAR(mn.norm().item<double>(), 1.0, 1e-5);
   EXPECT_FALSE(at::allclose(mn, ma));
   (void)tower;
+}
+
+TEST(AptOptimizers, SgdMomentumAndAdamMatchTorchFormulasByHand) {
+  // SGD (torch): d = g + wd p; buf = d (first), then m buf + d; p -= lr buf.
+  auto p = at::tensor({1.0}, at::kDouble);
+  apt::SgdState sgd;
+  sgd.step({p}, {at::tensor({0.5}, at::kDouble)}, 0.1, 0.9, 0.01);  // d = 0.51, p = 1 - 0.051
+  EXPECT_NEAR(p.item<double>(), 0.949, 1e-15);
+  sgd.step({p}, {at::tensor({0.5}, at::kDouble)}, 0.1, 0.9, 0.01);  // d = 0.50949, buf = 0.459 + 0.50949
+  EXPECT_NEAR(p.item<double>(), 0.949 - 0.1 * (0.9 * 0.51 + 0.50949), 1e-15);
+  // Adam: first step moves by lr * g/(|g| + eps) after bias correction.
+  auto q = at::tensor({1.0, -2.0}, at::kDouble);
+  apt::AdamState adam;
+  adam.step({q}, {at::tensor({0.5, -4.0}, at::kDouble)}, 0.01, 0.9, 0.999, 1e-8, 0.0);
+  EXPECT_NEAR(q[0].item<double>(), 1.0 - 0.01 * 0.5 / (0.5 + 1e-8), 1e-15);
+  EXPECT_NEAR(q[1].item<double>(), -2.0 + 0.01 * 4.0 / (4.0 + 1e-8), 1e-15);
+  // Second step with g = 1: m = 0.9*0.05 + 0.1 = 0.145, v = 0.999*0.00025 + 0.001 (first coord).
+  adam.step({q}, {at::tensor({1.0, 0.0}, at::kDouble)}, 0.01, 0.9, 0.999, 1e-8, 0.0);
+  const double m = 0.145 / (1 - 0.81), v = (0.999 * 0.00025 + 0.001) / (1 - 0.999 * 0.999);
+  EXPECT_NEAR(q[0].item<double>(), 1.0 - 0.01 * 0.5 / (0.5 + 1e-8) - 0.01 * m / (std::sqrt(v) + 1e-8), 1e-14);
+  // Cosine schedule: base at 0, eta_min at T_max, midpoint halfway.
+  EXPECT_DOUBLE_EQ(apt::cosine_lr(0.002, 1e-5, 0, 100), 0.002);
+  EXPECT_NEAR(apt::cosine_lr(0.002, 1e-5, 50, 100), (0.002 + 1e-5) / 2, 1e-15);
+  EXPECT_NEAR(apt::cosine_lr(0.002, 1e-5, 100, 100), 1e-5, 1e-15);
+}
+
+TEST(AptModelTest, ClassStateFileRoundTrip) {
+  auto clip = tiny_clip();
+  apt::AptModel m(small_options(), clip, tok());
+  auto o = small_options();
+  o.epochs = 1;
+  apt::AptModel m1(o, clip, tok());
+  const auto& s = m1.fit_class("gear", shots(2, 32), 5);
+  const std::string path = "/tmp/zsad_apt_state_" + std::to_string(::getpid()) + ".bin";
+  apt::write_class_state(path, s);
+  auto r = apt::read_class_state(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(r.class_name, "gear");
+  EXPECT_TRUE(at::equal(r.t_n, s.t_n));
+  EXPECT_TRUE(at::equal(r.ctx_abnormal, s.ctx_abnormal));
+  ASSERT_EQ(r.banks.size(), s.banks.size());
+  EXPECT_TRUE(at::equal(r.banks[1], s.banks[1]));
+  // A model holding the loaded state scores exactly like the one that trained it.
+  m.set_class_state(r);
+  auto test = apt::clip_normalize(at::rand({2, 3, 32, 32}));
+  EXPECT_TRUE(at::equal(m.score("gear", test).image_scores, m1.score("gear", test).image_scores));
 }

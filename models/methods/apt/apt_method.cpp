@@ -188,6 +188,10 @@ AptMethod::AptMethod(const OptionMap& options) : base_(options) {
     state_root_ = job && *job ? std::string(job) + "/apt" : "apt_state";
   }
   AptOptions o = parse(options);
+  if (!o.shot_list.empty())
+    throw Error("method.apt.shot_list: the evaluation engine passes support images without file names, so a "
+                "WinCLIP shot list cannot be matched in a run yet (few_shot.h shots_from_list does the matching); "
+                "use shot_seed");
   if (!options.has("method.apt.vv_depth") && options.has("model.vv_depth"))
     o.vv_depth = options.integer("model.vv_depth", -1);
   model_ = std::make_unique<AptModel>(o, clip_, tokenize_);

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <iostream>
+#include <cstdlib>
 
 #include "common/error.h"
 #include "data/rng.h"
@@ -46,6 +48,29 @@ void SgdState::step(const std::vector<at::Tensor>& params, const std::vector<at:
       d = buffers[i];
     }
     params[i].sub_(lr * d);
+  }
+}
+
+void AdamState::step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, double lr,
+                     double beta1, double beta2, double eps, double weight_decay) {
+  if (m.empty()) {
+    m.resize(params.size());
+    v.resize(params.size());
+  }
+  at::NoGradGuard ng;
+  ++t;
+  const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(t)), bc2 = 1.0 - std::pow(beta2, static_cast<double>(t));
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto g = grads[i];
+    if (weight_decay != 0) g = g + weight_decay * params[i].detach();
+    if (!m[i].defined()) {
+      m[i] = at::zeros_like(g);
+      v[i] = at::zeros_like(g);
+    }
+    m[i].mul_(beta1).add_(g, 1.0 - beta1);
+    v[i].mul_(beta2).addcmul_(g, g, 1.0 - beta2);
+    auto denom = (v[i] / bc2).sqrt_().add_(eps);
+    params[i].sub_(lr / bc1 * m[i] / denom);
   }
 }
 
@@ -196,6 +221,7 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
     std::vector<at::Tensor> params = {prompts.ctx, prompts.ctx_abnormal};
     for (auto& p : params) p.set_requires_grad(true);
     SgdState sgd;
+    AdamState adam;
     const int64_t r = o.variants();
     const auto cfg = synthesis_config(o);
     const auto shots01 = clip_denormalize(shots.to(at::kFloat));
@@ -228,7 +254,8 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
           }
           grads[i] = d;
         }
-        sgd.step(params, grads, lr, o.momentum, o.weight_decay);
+        if (o.optimizer == Optimizer::kAdam) adam.step(params, grads, lr, o.momentum, 0.999, 1e-8, o.weight_decay);
+        else sgd.step(params, grads, lr, o.momentum, o.weight_decay);
         std::map<std::string, double> h = {{"task", L.task.item<double>()},   {"image", L.image.item<double>()},
                                            {"pixel", L.pixel.item<double>()}, {"focal", L.focal.item<double>()},
                                            {"dice", L.dice.item<double>()},   {"lr", lr}};
@@ -277,7 +304,9 @@ AptScores AptModel::score_features(const AptClassState& s, const AptFeatures& f)
   const int64_t B = f.global.size(0), P = f.patches.size(1), h = grid();
   AptScores out;
   out.text_maps = at::softmax(two_way_logits(f.patches, s.t_n, s.t_a, o.score_tau), -1).select(-1, 1).reshape({B, h, P / h});
-  auto s_txt = at::softmax(two_way_logits(f.global, s.t_n, s.t_a, o.score_tau), -1).select(-1, 1);
+  auto s_txt = o.text_image_score == TextImageScore::kGlobal
+                   ? at::softmax(two_way_logits(f.global, s.t_n, s.t_a, o.score_tau), -1).select(-1, 1)
+                   : std::get<0>(out.text_maps.reshape({B, -1}).max(-1));
   if (o.memory_bank && !s.banks.empty() && o.fusion != ScoreFusion::kText) {
     out.visual_maps = memory_visual_map(f.layers, s.banks).reshape({B, h, P / h});
     const int64_t S = image_size();
@@ -289,6 +318,7 @@ AptScores AptModel::score_features(const AptClassState& s, const AptFeatures& f)
     out.anomaly_maps = out.text_maps;
     out.image_scores = s_txt;
   }
+  if (o.image_score == ImageScore::kMaxMap) out.image_scores = std::get<0>(out.anomaly_maps.reshape({B, -1}).max(-1));
   return out;
 }
 

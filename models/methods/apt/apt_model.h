@@ -97,6 +97,14 @@ struct SgdState {
             double weight_decay);
 };
 
+// torch.optim.Adam (L2 weight decay added to the gradient, bias-corrected moments, no amsgrad).
+struct AdamState {
+  std::vector<at::Tensor> m, v;
+  int64_t t = 0;
+  void step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads, double lr, double beta1,
+            double beta2, double eps, double weight_decay);
+};
+
 // CosineAnnealingLR(T_max, eta_min) value at epoch e.
 double cosine_lr(double base, double eta_min, int64_t epoch, int64_t t_max);
 

@@ -142,6 +142,9 @@ const EnumDef<SmgsLoss> kGLoss{{{"kl", SmgsLoss::kKl}, {"l2", SmgsLoss::kL2}}};
 const EnumDef<ScoreFusion> kFusion{{{"harmonic", ScoreFusion::kHarmonic}, {"mean", ScoreFusion::kMean},
                                     {"text", ScoreFusion::kText}, {"visual", ScoreFusion::kVisual}}};
 const EnumDef<AnchorMean> kAnchor{{{"raw", AnchorMean::kRaw}, {"normalized", AnchorMean::kNormalized}}};
+const EnumDef<Optimizer> kOptim{{{"sgd", Optimizer::kSgd}, {"adam", Optimizer::kAdam}}};
+const EnumDef<TextImageScore> kTextScore{{{"global", TextImageScore::kGlobal}, {"max_patch", TextImageScore::kMaxPatch}}};
+const EnumDef<ImageScore> kImageScore{{{"fusion", ImageScore::kFusion}, {"max_map", ImageScore::kMaxMap}}};
 const EnumDef<ClassNameMapping> kMapping{{{"promptad", ClassNameMapping::kPromptAD},
                                           {"none", ClassNameMapping::kNone}}};
 
@@ -178,9 +181,10 @@ const std::vector<KeyDef>& key_table() {
         APT_BOOL(train, "impl", "train the prompts (false = untrained-prompt ablation)"),
         APT_INT(epochs, "V-code:PromptAD", "epochs per class"),
         APT_INT(steps_per_epoch, "R", "optimizer steps per epoch, fresh synthetic noise each step"),
-        APT_DOUBLE(lr, "V-code:PromptAD", "SGD learning rate"),
-        APT_DOUBLE(momentum, "V-code:PromptAD", "SGD momentum"),
-        APT_DOUBLE(weight_decay, "V-code:PromptAD", "SGD weight decay"),
+        APT_ENUM(optimizer, kOptim, "V-code:PromptAD", "sgd (PromptAD) | adam (beta1 = momentum, beta2 0.999)"),
+        APT_DOUBLE(lr, "V-code:PromptAD", "learning rate"),
+        APT_DOUBLE(momentum, "V-code:PromptAD", "SGD momentum (Adam beta1)"),
+        APT_DOUBLE(weight_decay, "V-code:PromptAD", "weight decay (L2 added to the gradient)"),
         APT_DOUBLE(eta_min, "V-code:PromptAD", "cosine schedule floor (stepped per epoch, T_max = epochs)"),
         APT_DOUBLE(tau, "R", "logit scale of L_img, L_pix and L_g"),
         APT_DOUBLE(w_image, "R", "weight of the image CE (clean vs synthetic)"),
@@ -218,6 +222,10 @@ const std::vector<KeyDef>& key_table() {
                  return s + "]";
                }},
         APT_ENUM(fusion, kFusion, "R", "text/visual fusion: harmonic (PromptAD) | mean | text | visual"),
+        APT_ENUM(text_image_score, kTextScore, "R",
+                 "text image score s_txt: global (softmax on g, PromptAD) | max_patch (max of the text map)"),
+        APT_ENUM(image_score, kImageScore, "R",
+                 "image score: fusion of s_txt and s_vis (PromptAD) | max_map (max of the fused anomaly map)"),
         APT_DOUBLE(score_tau, "V-code:PromptAD", "scoring softmax scale (raw logit_scale ~4.6, PromptAD quirk)"),
     };
     const AptOptions defaults;

@@ -21,6 +21,9 @@ enum class SmgsLoss { kKl, kL2 };
 enum class ScoreFusion { kHarmonic, kMean, kText, kVisual };
 enum class AnchorMean { kRaw, kNormalized };        // t = normalize(mean(raw)) or normalize(mean(normalize))
 enum class ClassNameMapping { kPromptAD, kNone };
+enum class Optimizer { kSgd, kAdam };
+enum class TextImageScore { kGlobal, kMaxPatch };  // s_txt from the global feature or the text map's max
+enum class ImageScore { kFusion, kMaxMap };         // fuse(s_txt, s_vis) or the max of the fused map
 
 struct AptOptions {
   // --- few-shot protocol ---
@@ -58,7 +61,8 @@ struct AptOptions {
   bool train = true;                 // false: untrained prompts (ablation)
   int64_t epochs = 100;
   int64_t steps_per_epoch = 1;
-  double lr = 0.002, momentum = 0.9, weight_decay = 5e-4, eta_min = 1e-5;  // SGD + cosine per epoch
+  Optimizer optimizer = Optimizer::kSgd;  // PromptAD: SGD; adam: betas (momentum, 0.999), eps 1e-8
+  double lr = 0.002, momentum = 0.9, weight_decay = 5e-4, eta_min = 1e-5;  // + cosine per epoch
   double tau = 100.0;                // logit scale of the new losses (L_img, L_pix, L_g)
   double w_image = 1.0;
   double w_pixel = 1.0;              // lambda_pix
@@ -90,6 +94,8 @@ struct AptOptions {
   std::vector<int64_t> memory_layers = {3, 8};  // 1-based blocks of the original path (x_ori)
   ScoreFusion fusion = ScoreFusion::kHarmonic;
   double score_tau = 4.6052;         // PromptAD scoring quirk: raw logit_scale, not exp()
+  TextImageScore text_image_score = TextImageScore::kGlobal;  // PromptAD: global feature
+  ImageScore image_score = ImageScore::kFusion;                // PromptAD: fuse(s_txt, s_vis)
 
   int64_t variants() const { return variants_per_shot >= 0 ? variants_per_shot : (shots <= 1 ? 4 : 2); }
   void validate() const;
