@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -216,6 +217,32 @@ void head_attention(const at::Tensor& qs, const at::Tensor& k, const at::Tensor&
   }
 }
 
+// out (=|+=) x @ w^T (+ bias). With split, rows are cut into 2 chunks per thread handed out
+// dynamically and every chunk is one single-threaded BLAS call: BLAS' own idle workers then never
+// spin (OpenBLAS busy-waits ~0.1 s after each call) while the attention region runs, and a thread
+// the OS deschedules does not stall the others.
+void linear_rows(const at::Tensor& out, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                 bool accumulate, bool split, int64_t threads) {
+  auto one = [&](int64_t r0, int64_t r) {
+    auto o = out.narrow(0, r0, r);
+    auto xs = x.narrow(0, r0, r);
+    if (accumulate) {
+      o.addmm_(xs, w.t());
+      if (bias.defined()) o.add_(bias);
+    } else {
+      at::addmm_out(o, bias, xs, w.t());
+    }
+  };
+  const int64_t rows = x.size(0);
+  if (!split || threads <= 1) return one(0, rows);
+  const int64_t chunks = 2 * threads, per = (rows + chunks - 1) / chunks;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    at::NoGradGuard no_grad_here;
+    for (int64_t c = next++; c * per < rows; c = next++) one(c * per, std::min(per, rows - c * per));
+  });
+}
+
 void quick_gelu_inplace(at::Tensor& x, at::Tensor& tmp) {
   at::mul_out(tmp, x, at::scalar_tensor(1.702, x.options()));
   tmp.sigmoid_();
@@ -273,6 +300,9 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
     ws_ = ws;
   }
   Workspace& ws = *ws_;
+  const bool split = par && split_linears;
+  std::optional<SingleThreadedBlas> single_blas_all;
+  if (split) single_blas_all.emplace();
   if (request.vv_depth > 0 && !ws.a_vv.defined()) ws.a_vv = at::empty({B * N, W}, opts);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const bool quick = cfg.activation == ClipActivation::kQuickGelu;
@@ -296,7 +326,7 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
     if (dual && !x_vv.defined()) x_vv = x_ori.clone();  // the V-V path starts from this block's input
 
     auto h = at::layer_norm(x_ori, {W}, blk->ln_1->weight, blk->ln_1->bias, 1e-5);
-    at::addmm_out(ws.qkv, blk->attn->in_proj_bias, h, blk->attn->in_proj_weight.t());
+    linear_rows(ws.qkv, h, blk->attn->in_proj_weight, blk->attn->in_proj_bias, false, split, T);
     tick(timings.qkv);
     if (par) {
       SingleThreadedBlas single_blas;
@@ -308,15 +338,15 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
         const int64_t t = at::get_thread_num();
         auto q = ws.q[t], k = ws.k[t], v = ws.v[t], vs = ws.vs[t], sc = ws.scores[t];
         for (int64_t task = next_task++; task < B * H; task = next_task++) {
-          const int64_t b = task / H, h = task % H;
+          const int64_t b = task / H, head = task % H;
           auto rows = ws.qkv.narrow(0, b * N, N);
-          q.copy_(rows.narrow(1, h * hd, hd)).mul_(scale);
-          k.copy_(rows.narrow(1, W + h * hd, hd));
-          v.copy_(rows.narrow(1, 2 * W + h * hd, hd));
-          head_attention(q, k, v, sc, ws.a_ori.narrow(0, b * N, N).narrow(1, h * hd, hd), block);
+          q.copy_(rows.narrow(1, head * hd, hd)).mul_(scale);
+          k.copy_(rows.narrow(1, W + head * hd, hd));
+          v.copy_(rows.narrow(1, 2 * W + head * hd, hd));
+          head_attention(q, k, v, sc, ws.a_ori.narrow(0, b * N, N).narrow(1, head * hd, hd), block);
           if (dual) {
             vs.copy_(v).mul_(scale);
-            head_attention(vs, v, v, sc, ws.a_vv.narrow(0, b * N, N).narrow(1, h * hd, hd), block);
+            head_attention(vs, v, v, sc, ws.a_vv.narrow(0, b * N, N).narrow(1, head * hd, hd), block);
           }
         }
       });
@@ -337,12 +367,12 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
     tick(timings.attention);
     const auto& wo = blk->attn->out_proj->weight;
     const auto& bo = blk->attn->out_proj->bias;
-    x_ori.addmm_(ws.a_ori, wo.t()).add_(bo);
-    if (dual) x_vv.addmm_(ws.a_vv, wo.t()).add_(bo);  // no MLP on the V-V path
+    linear_rows(x_ori, ws.a_ori, wo, bo, true, split, T);
+    if (dual) linear_rows(x_vv, ws.a_vv, wo, bo, true, split, T);  // no MLP on the V-V path
     tick(timings.out_proj);
 
     auto h2 = at::layer_norm(x_ori, {W}, blk->ln_2->weight, blk->ln_2->bias, 1e-5);
-    at::addmm_out(ws.fc, blk->mlp->c_fc->bias, h2, blk->mlp->c_fc->weight.t());
+    linear_rows(ws.fc, h2, blk->mlp->c_fc->weight, blk->mlp->c_fc->bias, false, split, T);
     at::Tensor act = ws.fc;
     if (quick) {
       quick_gelu_inplace(ws.fc, ws.tmp);
@@ -350,7 +380,7 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
       at::gelu_out(ws.tmp, ws.fc);
       act = ws.tmp;
     }
-    x_ori.addmm_(act, blk->mlp->c_proj->weight.t()).add_(blk->mlp->c_proj->bias);
+    linear_rows(x_ori, act, blk->mlp->c_proj->weight, blk->mlp->c_proj->bias, true, split, T);
     tick(timings.mlp);
 
     if (wanted.count(l + 1)) {

@@ -109,6 +109,7 @@ class VisionTransformerImpl : public torch::nn::Module {
   // switched to 1 thread for the region). Otherwise: per image, chunks of heads_per_chunk heads,
   // with BLAS' and ATen's own threading. rows_per_block: query rows per score block (0 = all).
   bool parallel_heads = true;
+  bool split_linears = true;  // with parallel_heads: linear layers as row chunks on our threads
   struct Timings {
     double qkv = 0, attention = 0, out_proj = 0, mlp = 0;  // seconds, accumulated over forwards
   } timings;
