@@ -373,6 +373,41 @@ TEST_P(DeadPeer, SurvivorExitsNonZeroWithinTimeoutNamingTheRank) {
 
 INSTANTIATE_TEST_SUITE_P(Signals, DeadPeer, ::testing::Values(SIGKILL, SIGSTOP));
 
+class DeadPeerMpi : public ::testing::TestWithParam<int> {};
+
+TEST_P(DeadPeerMpi, JobEndsNonZeroWithinTimeoutNamingTheRank) {
+  // mpi backend: an MPI call cannot time out, so rank 0's watchdog (stall) or mpirun (death) must
+  // end the job within the timeout + 10 s.
+  const int sig = GetParam();
+  const double timeout_s = 5;
+  const std::string base = zsad::testing::fresh_temp_dir("deadmpi");
+  const std::string run = base + "/run";
+  std::vector<std::string> argv{"/usr/bin/mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                                "-np", "2", "-x", "OMP_NUM_THREADS=1"};
+  auto w = common_args(run, {"--backend", "mpi", "--steps", "100000", "--log-every", "1", "--step-sleep-ms", "20",
+                             "--timeout", std::to_string(timeout_s)});
+  argv.insert(argv.end(), w.begin(), w.end());
+  auto p = spawn(argv, {}, base + "/mpirun.out");
+  ASSERT_TRUE(wait_for_step(run, 3, 60)) << slurp(p.log);
+  const pid_t victim = std::atoi(slurp(run + "/pid.rank1").c_str());
+  ASSERT_GT(victim, 0);
+  ::kill(victim, sig);
+  auto rc = wait_for(p.pid, timeout_s + 10);
+  ::kill(victim, SIGKILL);
+  ::kill(victim, SIGCONT);
+  if (!rc) {
+    ::kill(p.pid, SIGKILL);
+    ::waitpid(p.pid, nullptr, 0);
+  }
+  ASSERT_TRUE(rc.has_value()) << "mpirun still running " << timeout_s + 10 << " s after rank 1 was stopped";
+  EXPECT_NE(*rc, 0);
+  std::string log = slurp(p.log);
+  EXPECT_NE(log.find(sig == SIGSTOP ? "rank 1 is missing" : "rank 1"), std::string::npos) << log;
+  fs::remove_all(base);
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, DeadPeerMpi, ::testing::Values(SIGKILL, SIGSTOP));
+
 TEST(Faults, NonFiniteLossAbortsNamingStepRankAndTerms) {
   const std::string base = zsad::testing::fresh_temp_dir("nan");
   auto ps = spawn_two(base + "/run", {"--nan-step", "3", "--nan-rank", "1"});

@@ -42,6 +42,16 @@ RankMonitor::~RankMonitor() {
   if (watchdog_.joinable()) watchdog_.join();
 }
 
+void RankMonitor::attach_store(StorePtr store, const std::string& store_where) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (store_) return;
+    store_ = std::move(store);
+    where_ = store_where;
+  }
+  if (world_ > 1 && !heartbeat_.joinable()) heartbeat_ = std::thread([this] { heartbeat_loop(); });
+}
+
 uint64_t RankMonitor::begin(const std::string& op, std::chrono::milliseconds deadline) {
   uint64_t s = ++seq_;
   if (deadline.count() > 0) {
@@ -91,13 +101,18 @@ void RankMonitor::watchdog_loop() {
 
 std::string RankMonitor::diagnose() {
   if (world_ <= 1) return "single process";
-  if (!store_) return "no rendezvous store to consult, the missing rank is unknown";
+  StorePtr store;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    store = store_;
+  }
+  if (!store) return "no rendezvous store to consult, the missing rank is unknown";
   auto read_all = [&](std::vector<Beat>& out) -> bool {
     out.assign(world_, Beat{});
     try {
       for (int r = 0; r < world_; ++r) {
-        if (!store_->check({hb_key(r)})) continue;
-        auto bytes = store_->get(hb_key(r));
+        if (!store->check({hb_key(r)})) continue;
+        auto bytes = store->get(hb_key(r));
         std::istringstream in(std::string(bytes.begin(), bytes.end()));
         Beat b;
         b.present = static_cast<bool>(in >> b.ms >> b.seq);

@@ -25,6 +25,10 @@ class RankMonitor {
   RankMonitor(const RankMonitor&) = delete;
   RankMonitor& operator=(const RankMonitor&) = delete;
 
+  // Starts heartbeats through a store created after the monitor (the mpi backend learns rank 0's
+  // store address only through MPI itself). Call at most once, before training starts.
+  void attach_store(StorePtr store, const std::string& store_where);
+
   int rank() const { return rank_; }
   int world_size() const { return world_; }
 

@@ -98,6 +98,16 @@ int main(int argc, char** argv) {
     dc.timeout_s = std::stod(arg(argc, argv, "--timeout", "30"));
     auto ctx = zsad::dist::init_distributed(dc);
     rank = ctx.rank();
+    {
+      // For fault tests under mpirun, which hides the ranks' pids.
+      const std::string run_dir = arg(argc, argv, "--run-dir", "run");
+      std::filesystem::create_directories(run_dir);
+      std::FILE* f = std::fopen((run_dir + "/pid.rank" + std::to_string(rank)).c_str(), "w");
+      if (f) {
+        std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+        std::fclose(f);
+      }
+    }
 
     zsad::trainer::TrainConfig c;
     c.run_dir = arg(argc, argv, "--run-dir", "run");
