@@ -323,7 +323,11 @@ std::shared_ptr<FeatureCache> FeatureCache::open_or_build(const FeatureCacheKey&
               << " images on " << world << " rank(s)\n";
   const std::string token = std::to_string(decision[1]);
   auto shard_path = [&](int r) { return path + ".tmp-" + token + ".shard" + std::to_string(r); };
-  const int64_t first = n * rank / world, last = n * (rank + 1) / world;
+  // Shards are whole batches of the global batch grid [0,bs), [bs,2bs), ...: every image is encoded
+  // in the same batch whatever the world size, so the file is bit-identical to a 1-rank build
+  // (BLAS results of a row may depend on the other rows of its batch).
+  const int64_t bs = opts.batch_size, nb = (n + bs - 1) / bs;
+  const int64_t first = std::min(n, nb * rank / world * bs), last = std::min(n, nb * (rank + 1) / world * bs);
   std::string error;
   const auto te = Clock::now();
   int64_t encoded = 0;

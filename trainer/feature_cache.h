@@ -96,7 +96,9 @@ class FeatureCache {
  public:
   // Opens the file for `key` when it is present, complete, carries the same key and passes
   // verification; otherwise (re)builds it. Every rank calls this (comm may be null = one process):
-  // rank r encodes rows [r*N/W, (r+1)*N/W) with `encoder`, rank 0 merges + validates, all ranks
+  // the global batch grid (batches of opts.batch_size) is split into W contiguous runs of whole
+  // batches, rank r encodes run r with `encoder` (so every image sees the same batch at any world
+  // size and the file is bit-identical to a 1-rank build), rank 0 merges + validates, all ranks
   // then read the merged file. Throws zsad::Error naming the file on failure.
   static std::shared_ptr<FeatureCache> open_or_build(const FeatureCacheKey& key,
                                                     const std::vector<data::Sample>& samples,

@@ -1,0 +1,92 @@
+// zsad cache EXP: precomputes the demo experiment's train + test features (tiny random CLIP,
+// synthetic data), a second run hits every file, and `zsad launch -n 2 zsad cache` writes files
+// with the same data digests as the 1-rank build.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "common/h5.h"
+#include "rank_threads.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string env(const char* k) {
+  const char* v = std::getenv(k);
+  return v ? v : "";
+}
+
+std::pair<int, std::string> sh(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  std::array<char, 4096> buf{};
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// file name -> "global_sha256 patch_sha256 index_sha256"
+std::map<std::string, std::string> digests(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".h5") continue;
+    zsad::h5::File f(e.path().string(), zsad::h5::File::Mode::kRead);
+    out[e.path().filename().string()] = f.attr_string("/", "global_sha256") + " " + f.attr_string("/", "patch_sha256") +
+                                        " " + f.attr_string("/", "index_sha256");
+  }
+  return out;
+}
+
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
+  ASSERT_FALSE(env("ZSAD_BINARY").empty());
+  const std::string dir = zsad::testing::fresh_temp_dir("cache_cli");
+  const std::string exp = env("ZSAD_SOURCE_DIR") + "/experiments/demo.yaml";
+  // Small synthetic sets keep the test quick.
+  const std::string small =
+      " train.dataset.synth.images_per_class=4 eval.datasets.synth_textures.synth.images_per_class=4"
+      " eval.datasets.synth_objects.synth.images_per_class=4";
+  const std::string base = "cd " + dir + " && ZSAD_DATA_ROOT=" + dir + "/data ";
+  const std::string z = env("ZSAD_BINARY");
+
+  auto cold = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
+  ASSERT_EQ(cold.first, 0) << cold.second;
+  // train synth_objects and test synth_objects share one key (same index, split and model).
+  EXPECT_EQ(count(cold.second, "cache: miss"), 2u) << cold.second;
+  EXPECT_NE(cold.second.find("1 hit(s), 2 miss(es)"), std::string::npos) << cold.second;
+  const auto one = digests(dir + "/one/cache");
+  EXPECT_EQ(one.size(), 2u);
+
+  auto warm = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
+  ASSERT_EQ(warm.first, 0) << warm.second;
+  EXPECT_EQ(count(warm.second, "cache: miss"), 0u) << warm.second;
+  EXPECT_NE(warm.second.find("3 hit(s), 0 miss(es)"), std::string::npos) << warm.second;
+  EXPECT_EQ(digests(dir + "/one/cache"), one);
+
+  // A different image size is a different key: new files, nothing reused.
+  auto dry = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small + " model.image_size=72 --dry-run");
+  ASSERT_EQ(dry.first, 0) << dry.second;
+  EXPECT_EQ(count(dry.second, "[absent]"), 3u) << dry.second;
+
+  auto two = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/two " + z + " launch -n 2 " + z + " cache " + exp + small);
+  ASSERT_EQ(two.first, 0) << two.second;
+  EXPECT_NE(two.second.find("2 rank(s)"), std::string::npos) << two.second;
+  EXPECT_EQ(digests(dir + "/two/cache"), one);  // bit-identical data to the 1-rank build
+  for (const auto& e : fs::directory_iterator(dir + "/two/cache"))
+    EXPECT_EQ(e.path().string().find(".shard"), std::string::npos) << e.path();
+  fs::remove_all(dir);
+}
