@@ -153,7 +153,7 @@ std::vector<std::string> directives(const ScriptRequest& req, const Resources& r
 
 std::string srun_line(const Resources& r) {
   std::ostringstream s;
-  s << "srun --unbuffered --nodes=" << r.nodes << " --ntasks-per-node=" << r.ntasks_per_node
+  s << "srun --nodes=" << r.nodes << " --ntasks-per-node=" << r.ntasks_per_node
     << " --cpus-per-task=" << r.cpus_per_task;
   if (r.gpus_per_node > 0) s << " --gpus-per-node=" << r.gpus_per_node;
   if (!r.mpi.empty()) s << " --mpi=" << r.mpi;

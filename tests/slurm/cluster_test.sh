@@ -232,7 +232,7 @@ wait_state "$RS" completed 3 60
 note "scenario 3: zsad run --launcher slurm, 2 tasks"
 out=$("$ZSAD" run "$EXP" task=echo launcher.nproc=2 seed=5 --launcher slurm 2>&1) || fail "run submit: $out"
 echo "$out"
-RUN=$(echo "$out" | sed -n 's/^zsad run: //p')
+RUN=$(echo "$out" | sed -n 's/^zsad run: \(\/.*\)$/\1/p')
 [ -d "$RUN" ] || fail "run dir not found in output"
 wait_state "$RUN" completed 1 60
 grep -q "rank 0/2 job -1 experiment=example_shell seed=5" "$RUN/run.log" || fail "rank 0 line missing: $(cat "$RUN/run.log")"
@@ -242,7 +242,7 @@ grep -q -- "--ntasks-per-node=2" "$RUN"/.slurm/submit_0.sbatch || fail "script l
 # ---------------------------------------------------------------- 4. failure is reported with logs
 note "scenario 4: a failing job is reported as failed with its logs"
 out=$("$ZSAD" run "$EXP" 'task.command=echo boom; exit 3' --launcher slurm 2>&1) || fail "run submit: $out"
-FRUN=$(echo "$out" | sed -n 's/^zsad run: //p')
+FRUN=$(echo "$out" | sed -n 's/^zsad run: \(\/.*\)$/\1/p')
 [ -d "$FRUN" ] || fail "run dir not found in output"
 wait_state "$FRUN" failed 1 60
 st=$("$ZSAD" status "$FRUN")
@@ -265,7 +265,7 @@ EOF
 submit_counter() {  # submit_counter EXTRA_OVERRIDES... -> prints run dir, sets JOBID
   local o
   o=$("$ZSAD" run "$EXP" "task.command=exec sh $W/counter.sh" --launcher slurm "$@" 2>&1) || fail "counter submit: $o"
-  echo "$o" | sed -n 's/^zsad run: //p'
+  echo "$o" | sed -n 's/^zsad run: \(\/.*\)$/\1/p'
 }
 wait_progress() {  # wait_progress DIR: until the task has counted a few steps
   local deadline=$((SECONDS + 60))
@@ -317,6 +317,60 @@ scancel --signal=USR2 "$JID" || fail "scancel --signal=USR2 $JID"
 wait_state "$CAP" stopped 1 60
 grep -q "requeue cap reached" "$CAP/.slurm/$JID.err" || fail "cap message missing"
 grep -q "restart=1" "$CAP/run.log" && fail "job requeued beyond the cap"
+
+# ---------------------------------------------------------------- 6-8. the CoPS demo experiment
+# (experiments/demo.yaml: tiny random-weight CLIP, synthetic datasets, 2 ranks, gloo)
+DEMO="$SRC/experiments/demo.yaml"
+PY=${ZSAD_PYTHON:-/usr/bin/python3}
+export ZSAD_DATA_ROOT="$W/data"
+run_dir_of() { echo "$1" | sed -n 's/^zsad run: \(\/.*\)$/\1/p'; }
+
+note "scenario 6: demo, 2-task job via sbatch/srun == the same job via zsad launch -n 2"
+out=$("$ZSAD" run "$DEMO" trainer.epochs=2 2>&1) || fail "local demo run failed: $(echo "$out" | tail -20)"
+LOCAL=$(run_dir_of "$out")
+[ -d "$LOCAL" ] || fail "local demo run dir not found"
+grep -q "zsad launch -n 2\|launch" "$LOCAL/.zsad/config.yaml" || true
+out=$("$ZSAD" run "$DEMO" trainer.epochs=2 --launcher slurm 2>&1) || fail "demo submit: $out"
+SD=$(run_dir_of "$out")
+[ -d "$SD" ] || fail "slurm demo run dir not found"
+wait_state "$SD" completed 1 240
+grep -q -- "--ntasks-per-node=2" "$SD/.slurm/submit_0.sbatch" || fail "demo job is not 2 tasks"
+"$PY" "$SRC/tests/slurm/compare_runs.py" "$LOCAL" "$SD" --checkpoints || fail "SLURM demo results differ from zsad launch -n 2"
+
+note "scenario 7: demo preemption: USR2 -> checkpoint -> requeue -> resume == uninterrupted"
+out=$("$ZSAD" run "$DEMO" trainer.epochs=30 --launcher slurm 2>&1) || fail "demo submit: $out"
+UNINT=$(run_dir_of "$out")
+[ -d "$UNINT" ] || fail "uninterrupted run dir not found"
+wait_state "$UNINT" completed 1 300
+out=$("$ZSAD" run "$DEMO" trainer.epochs=30 --launcher slurm 2>&1) || fail "demo submit: $out"
+PRE=$(run_dir_of "$out")
+[ -d "$PRE" ] || fail "preempted run dir not found"
+deadline=$((SECONDS + 180))
+until grep -q "\[zsad\] epoch" "$PRE/run.log" 2>/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "the demo never started training: $(tail -5 "$PRE/run.log" 2>&1)"
+  sleep 0.2
+done
+JID=$(job_id_of "$PRE")
+scancel --signal=USR2 "$JID" || fail "scancel --signal=USR2 $JID"
+wait_state "$PRE" completed 1 300
+grep -q "slurm_restarts: 1" "$PRE/.zsad/job.yaml" || fail "the demo job was not requeued: $(tail -20 "$PRE/run.log")"
+grep -q "requeue 1/3" "$PRE/.slurm/$JID.out" || fail "wrapper did not log the requeue"
+[ "$(ls "$PRE"/checkpoints/ckpt-*.h5 | wc -l)" -ge 2 ] || fail "expected a stop checkpoint and a final one"
+"$PY" "$SRC/tests/slurm/compare_runs.py" "$UNINT" "$PRE" --checkpoints ||
+  fail "preempted + resumed demo differs from the uninterrupted run"
+
+note "scenario 8: demo sweep of 4 methods as a job array; zsad status 4 completed; leaderboard 4 rows"
+out=$("$ZSAD" sweep "$DEMO" method=cops,cops_untrained,cops_no_ests,winclip seed=0 trainer.epochs=1 --launcher slurm 2>&1) ||
+  fail "demo sweep submit: $out"
+echo "$out"
+DS=$(echo "$out" | sed -n 's/^sweep \(.*\): 4 jobs$/\1/p')
+[ -d "$DS" ] || fail "demo sweep dir not found"
+wait_state "$DS" completed 4 480
+"$ZSAD" status "$DS" | grep -q "4 jobs, 4 completed" || fail "status does not show 4 completed"
+"$ZSAD" leaderboard "$DS" --format csv > "$W/leaderboard.csv" || fail "zsad leaderboard failed"
+"$ZSAD" leaderboard "$DS"
+rows=$(awk -F, 'NR > 1 && $1 == "main" { print $2 }' "$W/leaderboard.csv" | sort -u | wc -l)
+[ "$rows" = 4 ] || fail "leaderboard lists $rows rows, expected 4: $(cat "$W/leaderboard.csv" | head)"
 
 note "all scenarios passed"
 exit 0
