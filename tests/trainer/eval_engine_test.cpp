@@ -160,6 +160,8 @@ TEST_F(EvalEngine, TwoRanksShardDisjointCoverAndMatchOneRankBitForBit) {
     auto j1 = nlohmann::json::parse(slurp(d1 + "/results/" + ds + ".json"));
     auto j2 = nlohmann::json::parse(slurp(d2 + "/results/" + ds + ".json"));
     EXPECT_EQ(j1["metrics"], j2["metrics"]);
+    EXPECT_EQ(j1["variant"], j2["variant"]);  // launcher.nproc is not part of the variant
+    EXPECT_NE(j2["overrides"].dump().find("launcher.nproc=2"), std::string::npos);
     EXPECT_EQ(j1["schema"], "zsad.results/1");
     EXPECT_EQ(j1["method"], "winclip");
     EXPECT_EQ(j1["test_dataset"], ds);

@@ -289,6 +289,25 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// Overrides that distinguish runs in tables: resource, logging, output and launcher keys dropped
+// (a 2-rank run of the same configuration is the same variant).
+std::vector<std::string> variant_overrides(const std::vector<std::string>& overrides) {
+  static const std::vector<std::string> prefixes = {"launcher", "output", "tags", "hydra"};
+  static const std::set<std::string> keys = {
+      "checkpoint",          "eval.checkpoint",  "trainer.threads",   "eval.loader_threads", "eval.progress_every_s",
+      "eval.panels_per_class", "eval.write_scores", "eval.scores_fp16", "eval.metric_threads", "eval.backend",
+      "eval.timeout_s",      "eval.batch_size",  "eval.shard",        "model.device",        "task.name"};
+  std::vector<std::string> out;
+  for (const auto& ov : overrides) {
+    std::string k = ov.substr(0, ov.find('='));
+    while (!k.empty() && (k[0] == '+' || k[0] == '~')) k.erase(0, 1);
+    const std::string group = k.substr(0, k.find_first_of(".@/"));
+    if (keys.count(k) || std::find(prefixes.begin(), prefixes.end(), group) != prefixes.end()) continue;
+    out.push_back(ov);
+  }
+  return out;
+}
+
 at::Tensor to_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
   return at::from_blob(const_cast<float*>(v.data()), shape, at::kFloat).clone();
 }
@@ -664,7 +683,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
 
       results::RunResult rr;
       rr.method = o.method_name.empty() ? method.name() : o.method_name;
-      rr.variant = results::make_variant(o.overrides, {"checkpoint", "eval.checkpoint"});
+      rr.variant = results::make_variant(variant_overrides(o.overrides));
       rr.train_dataset = o.train_dataset;
       rr.test_dataset = spec.name;
       rr.seed = static_cast<int64_t>(o.seed);
