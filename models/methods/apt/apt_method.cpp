@@ -227,6 +227,16 @@ void AptMethod::begin_dataset(const DatasetContext& ctx) {
   const int world = shard_ ? world_ : 1;
   assignment_ = shard_classes(classes_, weights, world);
   for (const auto& c : classes_of_rank(classes_, assignment_, world > 1 ? rank_ : 0)) mine_.insert(c);
+  {
+    // Every class on exactly one rank (shard_classes guarantees it; a violation would train a
+    // class twice or never, so it is checked on every run).
+    std::map<std::string, int> owners;
+    for (int r = 0; r < world; ++r)
+      for (const auto& c : classes_of_rank(classes_, assignment_, r)) ++owners[c];
+    for (const auto& c : classes_)
+      if (owners[c] != 1)
+        throw Error("apt: class '" + c + "' is assigned to " + std::to_string(owners[c]) + " ranks (expected exactly 1)");
+  }
   dataset_dir_ = state_root_ + "/" + safe(ctx.name.empty() ? "dataset" : ctx.name);
   fs::create_directories(dataset_dir_);
   if (rank_ == 0) {
