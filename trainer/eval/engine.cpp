@@ -1,6 +1,8 @@
 #include "trainer/eval/engine.h"
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -242,20 +244,38 @@ class RankLog {
 data::Meta load_meta(const DatasetSpec& s, comm::Communicator& comm, RankLog& log) {
   const fs::path root(s.root);
   const std::string default_meta = (root / "meta.json").string();
-  if (!s.synth_preset.empty() && s.meta.empty() && !fs::exists(default_meta)) {
+  if (!s.synth_preset.empty() && s.meta.empty()) {
+    // Rank 0 decides and generates; the others wait (the decision is never taken per rank, so all
+    // ranks issue the same collectives). A lock file serialises concurrent jobs of a sweep.
+    comm.barrier();
     if (comm.rank() == 0) {
-      data::SynthOptions so;
-      so.preset = s.synth_preset;
-      so.seed = s.synth_seed;
-      so.size = s.synth_size;
-      so.test_per_class = s.synth_images_per_class;
-      so.train_per_class = s.synth_train_per_class;
-      so.anomaly_fraction = s.synth_anomaly_fraction;
-      so.threads = 2;
-      std::cerr << "eval " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in " << s.root
-                << "\n";
-      log.line("generating synthetic dataset " + s.root);
-      data::synthesize_dataset(so, s.root);
+      fs::create_directories(root.parent_path().empty() ? fs::path(".") : root.parent_path());
+      const std::string lock_path = s.root + ".lock";
+      const int fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0644);
+      if (fd < 0) throw Error(lock_path + ": cannot create the generation lock");
+      ::flock(fd, LOCK_EX);
+      try {
+        if (!fs::exists(default_meta)) {
+          data::SynthOptions so;
+          so.preset = s.synth_preset;
+          so.seed = s.synth_seed;
+          so.size = s.synth_size;
+          so.test_per_class = s.synth_images_per_class;
+          so.train_per_class = s.synth_train_per_class;
+          so.anomaly_fraction = s.synth_anomaly_fraction;
+          so.threads = 2;
+          std::cerr << "eval " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in "
+                    << s.root << "\n";
+          log.line("generating synthetic dataset " + s.root);
+          data::synthesize_dataset(so, s.root);
+        }
+      } catch (...) {
+        ::flock(fd, LOCK_UN);
+        ::close(fd);
+        throw;
+      }
+      ::flock(fd, LOCK_UN);
+      ::close(fd);
     }
     comm.barrier();
   }
