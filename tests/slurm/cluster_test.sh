@@ -318,6 +318,19 @@ wait_state "$CAP" stopped 1 60
 grep -q "requeue cap reached" "$CAP/.slurm/$JID.err" || fail "cap message missing"
 grep -q "restart=1" "$CAP/run.log" && fail "job requeued beyond the cap"
 
+note "scenario 5d: USR2 to one element of a job array -> that element alone is requeued and resumes"
+out=$("$ZSAD" sweep "$EXP" seed=0,1 "task.command=exec sh $W/counter.sh" --launcher slurm 2>&1) || fail "sweep: $out"
+AS=$(echo "$out" | sed -n 's/^sweep \(.*\): 2 jobs$/\1/p')
+[ -d "$AS" ] || fail "sweep dir not found in output: $out"
+wait_progress "$AS/1"
+EID=$(job_id_of "$AS/1")
+scancel --signal=USR2 "$EID" || fail "scancel --signal=USR2 $EID"
+wait_state "$AS" completed 2 120
+grep -q "slurm_restarts: 1" "$AS/1/.zsad/job.yaml" || fail "array element $EID was not requeued"
+grep -Eq "start at [1-9][0-9]* restart=1" "$AS/1/run.log" || fail "array element did not resume"
+grep -q "done 40" "$AS/1/result.txt" && grep -q "done 40" "$AS/0/result.txt" || fail "array results incomplete"
+grep -q "restart=1" "$AS/0/run.log" && fail "the other element was restarted too"
+
 # ---------------------------------------------------------------- 6-8. the CoPS demo experiment
 # (experiments/demo.yaml: tiny random-weight CLIP, synthetic datasets, 2 ranks, gloo)
 DEMO="$SRC/experiments/demo.yaml"
