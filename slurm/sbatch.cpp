@@ -245,7 +245,7 @@ elif [ "$code" -eq 75 ]; then
     << (r.signal.rfind("SIG", 0) == 0 ? r.signal.substr(3) : r.signal) << R"SH( (preemption or time limit); requeue $((restarts + 1))/$max_requeues"
     "$zsad" status --set pending --exit-code 75 "$ZSAD_JOB_DIR" || true
     if )SH" << (r.requeue_command.empty() ? std::string("false") : r.requeue_command)
-    << R"SH( "$SLURM_JOB_ID"; then
+    << R"SH( "$slurm_id"; then   # A_a for an array element: the bare id may name the whole array
       exit 75
     fi
     echo "zsad: requeue command failed; the job stays stopped" >&2

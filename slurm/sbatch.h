@@ -17,7 +17,9 @@
 //   `--signal=USR2@S` makes SLURM send SIGUSR2 to every job step S seconds before the time limit
 //   (and at preemption with preempt_send_user_signal). The ranks checkpoint and exit 75. srun
 //   returns 75 and the batch shell, which received no signal itself, runs the requeue command
-//   (`scontrol requeue $SLURM_JOB_ID`) unless SLURM_RESTART_COUNT reached max_requeues.
+//   (`scontrol requeue <id>`, id = SLURM_JOB_ID, or ARRAYID_INDEX for an array element: an
+//   element's SLURM_JOB_ID can equal the array's id, which would requeue every element) unless
+//   SLURM_RESTART_COUNT reached max_requeues.
 //   `scancel` sends SIGTERM to the steps AND the batch shell: the ranks checkpoint and exit 75,
 //   the script sees its own SIGTERM and records the job as stopped without requeueing it.
 #include <map>

@@ -117,7 +117,7 @@ TEST(Sbatch, FourNodesTimesEightGpus) {
   EXPECT_NE(s.find("zsad='/opt/zsad/bin/zsad'"), std::string::npos);
   EXPECT_NE(s.find("ZSAD_JOB_CONFIG='/runs/demo/1/.zsad/config.yaml'"), std::string::npos);
   EXPECT_NE(s.find("export OMP_NUM_THREADS=10"), std::string::npos);
-  EXPECT_NE(s.find("scontrol requeue \"$SLURM_JOB_ID\""), std::string::npos);
+  EXPECT_NE(s.find("scontrol requeue \"$slurm_id\""), std::string::npos);
 }
 
 TEST(Sbatch, HundredJobSweepWithParallelismTen) {
@@ -430,6 +430,16 @@ TEST_F(JobScript, CheckpointedStopWithoutOwnSignalRequeues) {
   EXPECT_NE(c.find("requeue 42\n"), std::string::npos) << c;
   EXPECT_EQ(c.find("--set stopped"), std::string::npos) << c;
   EXPECT_NE(res.out.find("requeue 2/3"), std::string::npos) << res.out;
+}
+
+TEST_F(JobScript, ArrayElementRequeuesOnlyItself) {
+  // An element's SLURM_JOB_ID may equal the array job id; `scontrol requeue <that>` would requeue
+  // every element, so the element requeues ARRAYID_INDEX.
+  auto res = run(render(Resources{}, true), "75", 0, true);
+  EXPECT_EQ(res.exit_code, 75) << res.out << res.err;
+  std::string c = calls();
+  EXPECT_NE(c.find("requeue 40_2\n"), std::string::npos) << c;
+  EXPECT_EQ(c.find("requeue 42"), std::string::npos) << c;
 }
 
 TEST_F(JobScript, RequeueCapStopsTheJob) {
