@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "common/error.h"
 #include "common/h5.h"
 #include "data/feature_store.h"
 #include "data/synth.h"
@@ -363,4 +364,27 @@ TEST(FeatureCache, TwoRankShardedBuildEqualsOneRankBuild) {
   EXPECT_EQ(b.attr_int("/", "build_world_size"), 2);
   fs::remove_all(dir1);
   fs::remove_all(dir2);
+}
+
+TEST(FeatureCache, EncoderFailureOnOneRankFailsEveryRankAndLeavesNoFile) {
+  const int64_t n = 10;
+  auto samples = fake_samples(n);
+  const FeatureCacheKey key = fake_key(n);
+  const std::string dir = zsad::testing::fresh_temp_dir("fc_fail");
+  std::vector<std::string> errors(2);
+  zsad::testing::run_ranks(2, [&](zsad::testing::RankContext& ctx) {
+    auto enc = [r = ctx.rank](const std::vector<int64_t>& idx) {
+      if (r == 1) throw zsad::Error("image 7 is unreadable");
+      return fake_encode(idx);
+    };
+    try {
+      FeatureCache::open_or_build(key, samples, enc, options(dir), &ctx.comm);
+    } catch (const std::exception& e) {
+      errors[ctx.rank] = e.what();
+    }
+  });
+  EXPECT_NE(errors[0].find("another rank"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("image 7 is unreadable"), std::string::npos) << errors[1];
+  for (const auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().extension(), ".lock") << e.path();  // no shard, no file
+  fs::remove_all(dir);
 }
