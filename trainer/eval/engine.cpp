@@ -702,7 +702,9 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       rep.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
       results::RunResult rr;
-      rr.method = o.method_name.empty() ? method.name() : o.method_name;
+      // Tables show the method's display name ("WinCLIP-style (no windows)", "CoPS w/o ESTS");
+      // the registry name (method.name) is kept in tags.method.
+      rr.method = method.display_name();
       rr.variant = results::make_variant(variant_overrides(o.overrides));
       rr.train_dataset = o.train_dataset;
       rr.test_dataset = spec.name;
@@ -725,7 +727,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       rr.timings["images_per_s"] = rep.seconds > 0 ? N / rep.seconds : 0.0;
       rr.hardware = hardware_info(world, o.threads_per_rank);
       rr.tags = o.tags;
-      rr.tags["method_display_name"] = method.display_name();
+      rr.tags["method"] = o.method_name.empty() ? method.name() : o.method_name;
       fs::create_directories(fs::path(o.run_dir) / "results");
       rep.results_path = (fs::path(o.run_dir) / "results" / (safe_name(spec.name) + ".json")).string();
       results::write_run_result(rep.results_path, rr);
