@@ -56,7 +56,7 @@ TEST(CopsAblationSweep, OneSweepCommandAndLeaderboardShowsEveryConfigurationWith
                               "method=cops_anomalyclip", "method=cops_untrained"}) {
     // The row of this configuration: its variant text, then cells "xx.x ± y.y".
     std::regex row("\\|[^\\n]*" + std::regex_replace(m, std::regex("[.=]"), "\\$&") +
-                   "(\\s|\\||,)[^\\n]*\\d+\\.\\d ± \\d+\\.\\d[^\\n]*");
+                   "(\\s|\\||,|;|\\))[^\\n]*\\d+\\.\\d ± \\d+\\.\\d[^\\n]*");
     EXPECT_TRUE(std::regex_search(table, row)) << "no mean ± std row for " << m;
   }
   fs::remove_all(work);
