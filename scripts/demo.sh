@@ -6,19 +6,21 @@
 #   scripts/demo.sh                 the demo
 #   scripts/demo.sh --ci            the CI size (experiments/demo_ci.yaml)
 #   scripts/demo.sh [--ci] k=v ...  extra overrides for every job
+# Build directory: $ZSAD_BUILD_DIR (default build/).
 # Outputs: ${ZSAD_OUTPUT_ROOT:-demo_output}/multirun/<demo>/<date>/<time>/ (per-job results/, panels/*.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exp=demo
 if [ "${1:-}" = "--ci" ]; then exp=demo_ci; shift; fi
 
+build="${ZSAD_BUILD_DIR:-build}"
 bash scripts/install-deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j"$(nproc)" --target zsad
+[ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build "$build" -j"$(nproc)" --target zsad
 
 export ZSAD_OUTPUT_ROOT="${ZSAD_OUTPUT_ROOT:-$PWD/demo_output}"
 export ZSAD_DATA_ROOT="${ZSAD_DATA_ROOT:-$ZSAD_OUTPUT_ROOT/data}"
-zsad=build/launch/zsad
+zsad="$build/launch/zsad"
 start=$(date +%s)
 "$zsad" sweep "$exp" "$@"
 dir=$(ls -d "$ZSAD_OUTPUT_ROOT"/multirun/"$exp"/*/* | sort | tail -1)
