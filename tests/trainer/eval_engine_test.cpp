@@ -286,6 +286,30 @@ TEST_F(EvalEngine, TwoRanksShardDisjointCoverAndMatchOneRankBitForBit) {
   EXPECT_EQ(overlays, 6);
 }
 
+// Evaluation size (96) different from the model's input size (64): maps are upsampled to 96 and the
+// masks are read and resized at 96 exactly as the references do (PIL bilinear, > 0.5).
+TEST_F(EvalEngine, EvalSizeOtherThanInputSize) {
+  const std::string cwd = tmp_.string();
+  const std::string d = (tmp_ / "eval96").string();
+  CmdResult r = sh(env_ + q(bin_) + " eval " + q(exp_) + common_ +
+                       " eval.datasets.synth_textures.eval_size=96 '~eval.datasets.synth_objects' "
+                       "'eval.order=[synth_textures]' '+eval.datasets.synth_textures.classes=[grain]' --run-dir " + q(d),
+                   cwd);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto j = nlohmann::json::parse(slurp(d + "/results/synth_textures.json"));
+  EXPECT_EQ(j["protocol"]["eval_size"], 96);
+  EXPECT_EQ(j["metrics"]["classes"].size(), 1u);
+  zsad::h5::File h(d + "/scores/synth_textures.h5", zsad::h5::File::Mode::kRead);
+  EXPECT_EQ(h.shape("grain/anomaly_maps"), (std::vector<int64_t>{6, 96, 96}));
+  CmdResult py = sh(q(env_or("ZSAD_PYTHON", "/usr/bin/python3")) + " " +
+                        q(env_or("ZSAD_SOURCE_DIR", ".") + "/tests/trainer/eval_masks_reference.py") + " " +
+                        q((tmp_ / "data" / "synth_textures").string()) + " " +
+                        q(d + "/eval/synth_textures/image_scores.csv") + " " + q(d + "/scores/synth_textures.h5") +
+                        " grain 96",
+                    cwd);
+  EXPECT_EQ(py.code, 0) << py.out << py.err;
+}
+
 TEST(EvalShards, DisjointCoveringBalanced) {
   for (const std::string mode : {"contiguous", "strided"}) {
     for (int64_t n : {0, 1, 2, 5, 17, 100}) {
