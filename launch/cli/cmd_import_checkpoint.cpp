@@ -80,6 +80,8 @@ int run_import(const std::vector<std::string>& tokens) {
   while (sd.count("compound_prompts_text." + std::to_string(depth))) ++depth;
   o.deep_prompt_depth = depth;
   if (depth > 0) o.deep_prompt_length = need(sd, "compound_prompts_text.0", 2, in).size(0);
+  // The head count does not shape any parameter; keep 12 (the code's) when it divides D.
+  while (o.extractor_heads > 1 && o.feature_dim % o.extractor_heads != 0) --o.extractor_heads;
   for (const std::string& kv : args.list("set")) {
     const auto eq = kv.find('=');
     const std::string prefix = "method.cops.";

@@ -2,7 +2,7 @@
 state_dict minus projector*/extractor_*/vae_encoder*/token*}, path)) with the default ViT-L-14-336
 shapes (D 768, M 6, 14 learnable tokens, deep prompts 8 x 4), plus the expected tensors as HDF5.
 
-usage: import_checkpoint_make.py OUT.pth REF.h5 VARIANT
+usage: import_checkpoint_make.py OUT.pth REF.h5 VARIANT [tiny]
 VARIANT: ok | unfiltered (keeps projector/extractor_/token_* and vae_encoder, as an unfiltered
 state_dict would) | missing (no ctx_neg) | badshape (t_a with 5 prototypes) | unknown (an extra key)
 """
@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 D, M, T, DEPTH, DEEP_LEN = 768, 6, 14, 8, 4
+if len(sys.argv) > 4 and sys.argv[4] == "tiny":  # the tiny CLIP of experiments/demo.yaml (64-d, 1 deep prompt)
+    D, DEPTH = 64, 1
 
 
 class QuickGELU(nn.Module):
@@ -52,8 +54,8 @@ class PromptLearner(nn.Module):
         self.ctx_neg = nn.Parameter(torch.randn(1, 1, T, D) * 0.02)
         self.t_n = nn.Parameter(torch.randn(M, D) * 0.02)
         self.t_a = nn.Parameter(torch.randn(M, D) * 0.02)
-        self.extractor = Extractor(D, 12)
-        self.extractor_ = Extractor(D, 12)      # defined but unused in the code
+        self.extractor = Extractor(D, 4)
+        self.extractor_ = Extractor(D, 4)      # defined but unused in the code
         self.projector = nn.Linear(1024, D)      # defined but unused
         self.vae_encoder = VaeEncoder(D)
         self.vae_decoder = VaeDecoder(D)

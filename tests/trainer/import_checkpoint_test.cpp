@@ -35,10 +35,11 @@ std::pair<int, std::string> run(const std::string& cmd) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
-std::string make(const std::string& dir, const std::string& variant) {
+std::string make(const std::string& dir, const std::string& variant, const std::string& size = "") {
   const std::string pth = dir + "/" + variant + ".pth";
   const std::string script = env("ZSAD_SOURCE_DIR") + "/tests/trainer/import_checkpoint_make.py";
-  auto [rc, out] = run(env("ZSAD_PYTHON") + " " + script + " " + pth + " " + dir + "/" + variant + "_ref.h5 " + variant);
+  auto [rc, out] = run(env("ZSAD_PYTHON") + " " + script + " " + pth + " " + dir + "/" + variant + "_ref.h5 " + variant +
+                       " " + size);
   EXPECT_EQ(rc, 0) << out;
   return pth;
 }
@@ -108,5 +109,25 @@ TEST(ImportCheckpoint, WrongFilesFailNamingTheKey) {
   }
   auto [rc, out] = run(env("ZSAD_BINARY") + " import-checkpoint --format apt x.pth --out y.h5");
   EXPECT_EQ(rc, 2) << out;
+  fs::remove_all(dir);
+}
+
+TEST(ImportCheckpoint, ImportedCheckpointIsUsableByZsadEval) {
+  // A checkpoint at the tiny demo CLIP's size (D 64, 1 deep prompt), then `zsad eval checkpoint=`.
+  const std::string dir = zsad::testing::fresh_temp_dir("import_eval");
+  auto [rc, out] = import(make(dir, "ok", "tiny"), dir + "/ck.h5");
+  ASSERT_EQ(rc, 0) << out;
+  expect_exact(dir + "/ck.h5", dir + "/ok_ref.h5");
+  zsad::h5::File ref(dir + "/ok_ref.h5", zsad::h5::File::Mode::kRead);
+  const size_t n = ref.children("ref").size();
+  const std::string exp = env("ZSAD_SOURCE_DIR") + "/experiments/demo.yaml";
+  auto ev = run("cd " + dir + " && ZSAD_DATA_ROOT=" + dir + "/data ZSAD_OUTPUT_ROOT=" + dir + "/out " + env("ZSAD_BINARY") +
+                " eval " + exp + " checkpoint=" + dir + "/ck.h5 launcher=local" +
+                " eval.datasets.synth_textures.synth.images_per_class=4 eval.datasets.synth_objects.synth.images_per_class=4"
+                " train.dataset.synth.images_per_class=4 --run-dir " + dir + "/run");
+  ASSERT_EQ(ev.first, 0) << ev.second;
+  EXPECT_NE(ev.second.find("loaded " + std::to_string(n) + " method tensors"), std::string::npos) << ev.second;
+  EXPECT_TRUE(fs::exists(dir + "/run/results/synth_objects.json"));
+  EXPECT_TRUE(fs::exists(dir + "/run/results/synth_textures.json"));
   fs::remove_all(dir);
 }
