@@ -1,5 +1,5 @@
 // zsad cache EXP: precomputes the demo experiment's train + test features (tiny random CLIP,
-// synthetic data), a second run hits every file, and `zsad launch -n 2 zsad cache` writes files
+// synthetic data), a second run hits every file, training then reads the cache, and `zsad launch -n 2 zsad cache` writes files
 // with the same data digests as the 1-rank build.
 #include <gtest/gtest.h>
 
@@ -76,6 +76,14 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   EXPECT_EQ(count(warm.second, "cache: miss"), 0u) << warm.second;
   EXPECT_NE(warm.second.find("3 hit(s), 0 miss(es)"), std::string::npos) << warm.second;
   EXPECT_EQ(digests(dir + "/one/cache"), one);
+
+  // Training after `zsad cache` starts warm: the training set's features come from the cache.
+  auto train = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " run " + exp + small +
+                  " launcher=local train.max_steps=1 train.eval=false");
+  ASSERT_EQ(train.first, 0) << train.second;
+  EXPECT_NE(train.second.find("cache: hit"), std::string::npos) << train.second;
+  EXPECT_EQ(train.second.find("cache: miss"), std::string::npos) << train.second;
+  EXPECT_NE(train.second.find("cached features"), std::string::npos) << train.second;
 
   // A different image size is a different key: new files, nothing reused.
   auto dry = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small + " model.image_size=72 --dry-run");
