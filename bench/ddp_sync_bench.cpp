@@ -3,6 +3,7 @@
 // averaging), optimizer step. Rank 0 prints the median of each phase and sync's share of the step.
 //   zsad launch -n 2 -- ddp_sync_bench --backend gloo
 //   mpirun --allow-run-as-root --oversubscribe -np 2 ddp_sync_bench --backend mpi
+//   add --overlap 1 to start bucket allreduces from autograd hooks during backward
 // (results: docs/benchmarks.md, "Distributed trainer").
 #include <algorithm>
 #include <chrono>
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
     for (auto& p : params) n_params += p.numel();
     zsad::ddp::BucketOptions bo;
     bo.bucket_cap_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
+    bo.overlap_with_backward = arg(argc, argv, "--overlap", "0") == "1";
     zsad::ddp::GradReducer reducer(*ctx.comm, params, bo);
     reducer.broadcast_parameters();
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
       ctx.comm->barrier();
       auto t0 = clk::now();
       opt.zero_grad();
+      reducer.prepare_for_backward();
       torch::mse_loss(model->forward(x), y).backward();
       auto t1 = clk::now();
       reducer.synchronize();
@@ -79,9 +82,9 @@ int main(int argc, char** argv) {
     if (ctx.rank() == 0) {
       const char* alg = std::getenv("OMPI_MCA_coll_tuned_allreduce_algorithm");
       std::printf(
-          "backend=%s world=%d params=%lld grad_MB=%.1f buckets=%zu batch=%lld threads=%d mpi_allreduce_alg=%s "
+          "backend=%s overlap=%d world=%d params=%lld grad_MB=%.1f buckets=%zu batch=%lld threads=%d mpi_allreduce_alg=%s "
           "fwd_bwd_ms=%.1f sync_ms=%.1f optim_ms=%.1f step_ms=%.1f sync_fraction=%.2f\n",
-          ctx.comm->backend(), ctx.world_size(), static_cast<long long>(n_params), n_params * 4.0 / (1 << 20),
+          ctx.comm->backend(), bo.overlap_with_backward ? 1 : 0, ctx.world_size(), static_cast<long long>(n_params), n_params * 4.0 / (1 << 20),
           reducer.buckets().size(), static_cast<long long>(batch), threads, alg ? alg : "-", median(t_fb),
           median(t_sync), median(t_opt), median(t_step), median(t_sync) / median(t_step));
     }

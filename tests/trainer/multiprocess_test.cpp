@@ -244,6 +244,18 @@ TEST(MultiProcess, GradientAccumulationEqualsFullBatch) {
   fs::remove_all(base);
 }
 
+TEST(MultiProcess, OverlapWithBackwardIsBitIdenticalToPlainSync) {
+  const std::string base = zsad::testing::fresh_temp_dir("mp");
+  for (auto& p : spawn_two(base + "/plain", kExact)) ASSERT_EQ(run_to_end(p), 0) << slurp(p.log);
+  auto more = kExact;
+  more.push_back("--overlap");
+  for (auto& p : spawn_two(base + "/overlap", more)) ASSERT_EQ(run_to_end(p), 0) << slurp(p.log);
+  for (int r = 0; r < 2; ++r) {
+    expect_bit_identical(dump(base + "/plain", r), dump(base + "/overlap", r), "rank " + std::to_string(r));
+  }
+  fs::remove_all(base);
+}
+
 TEST(MultiProcess, MpiTwoRanksEqualSingleProcess) {
   const std::string base = zsad::testing::fresh_temp_dir("mp");
   auto ref = single_process(base + "/single", kExact);

@@ -56,6 +56,11 @@ std::unique_ptr<Communicator> make_nccl_communicator(const CommOptions&, dist::S
 int visible_cuda_devices() { return 0; }
 #endif
 
+std::function<void()> Communicator::allreduce_async(at::Tensor& t, ReduceOp op) {
+  allreduce(t, op);
+  return [] {};
+}
+
 void Communicator::allreduce_many(std::vector<at::Tensor>& ts, ReduceOp op) {
   for (auto& t : ts) allreduce(t, op);
 }

@@ -6,6 +6,7 @@
 // missing rank (see dist/rank_monitor.h); with MPI/NCCL, which cannot be interrupted, the watchdog
 // prints that message and ends the process instead.
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,6 +58,9 @@ class Communicator {
   virtual void allreduce(at::Tensor& t, ReduceOp op = ReduceOp::kSum) = 0;
   // Several tensors, issued together so that a backend can overlap them (gradient buckets).
   virtual void allreduce_many(std::vector<at::Tensor>& ts, ReduceOp op = ReduceOp::kSum);
+  // Starts an in-place allreduce and returns the function that waits for it (and throws its
+  // error). `t` must stay alive until then. Default: completes synchronously.
+  virtual std::function<void()> allreduce_async(at::Tensor& t, ReduceOp op = ReduceOp::kSum);
   virtual void broadcast(at::Tensor& t, int root = 0) = 0;
   // Returns [world_size, *t.sizes()] with rank r's tensor at index r.
   virtual at::Tensor allgather(const at::Tensor& t) = 0;

@@ -66,6 +66,18 @@ class GlooCommunicator final : public Communicator {
     });
   }
 
+  std::function<void()> allreduce_async(at::Tensor& t, ReduceOp op) override {
+    check_contiguous(t);
+    c10::intrusive_ptr<c10d::Work> work;
+    run("allreduce", [&] {
+      c10d::AllreduceOptions ao;
+      ao.reduceOp = op == ReduceOp::kSum ? c10d::ReduceOp::SUM : c10d::ReduceOp::MAX;
+      std::vector<at::Tensor> args{t};
+      work = pg_->allreduce(args, ao);
+    });
+    return [this, work] { run("allreduce (async)", [&] { work->wait(); }); };
+  }
+
   void broadcast(at::Tensor& t, int root) override {
     check_contiguous(t);
     run("broadcast", [&] {

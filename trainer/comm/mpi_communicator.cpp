@@ -80,6 +80,17 @@ class MpiCommunicator final : public Communicator {
             "MPI_Allreduce");
     });
   }
+  std::function<void()> allreduce_async(at::Tensor& t, ReduceOp op) override {
+    int n = count_of(t);
+    auto req = std::make_shared<MPI_Request>();
+    run("allreduce", [&] {
+      check(MPI_Iallreduce(MPI_IN_PLACE, t.data_ptr(), n, mpi_type(t), op == ReduceOp::kSum ? MPI_SUM : MPI_MAX,
+                           MPI_COMM_WORLD, req.get()),
+            "MPI_Iallreduce");
+    });
+    return [this, req] { run("allreduce (async)", [&] { check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait"); }); };
+  }
+
   void broadcast(at::Tensor& t, int root) override {
     int n = count_of(t);
     run("broadcast", [&] { check(MPI_Bcast(t.data_ptr(), n, mpi_type(t), root, MPI_COMM_WORLD), "MPI_Bcast"); });

@@ -5,6 +5,9 @@
 #include <tuple>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <zlib.h>
 
 namespace zsad::ddp {
@@ -45,16 +48,102 @@ std::vector<std::vector<size_t>> assign_buckets(const std::vector<at::Tensor>& p
   return out;
 }
 
+namespace {
+
+// Fires after the accumulator has added this backward's gradient into p.grad().
+struct ReadyHook : torch::autograd::FunctionPostHook {
+  ReadyHook(GradReducer* r, size_t i) : reducer(r), index(i) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    if (reducer) reducer->mark_ready(index);
+    return outputs;
+  }
+  GradReducer* reducer;
+  size_t index;
+};
+
+}  // namespace
+
 GradReducer::GradReducer(comm::Communicator& comm, const std::vector<at::Tensor>& params, BucketOptions o)
     : comm_(comm), opts_(o) {
   for (const auto& p : params) {
     if (p.requires_grad()) params_.push_back(p);
   }
   buckets_ = assign_buckets(params_, opts_.bucket_cap_bytes, opts_.first_bucket_cap_bytes);
-  for (const auto& b : buckets_) {
+  bucket_of_.assign(params_.size(), 0);
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     int64_t n = 0;
-    for (size_t i : b) n += params_[i].numel();
-    flat_.push_back(at::zeros({n}, params_[b.front()].options().requires_grad(false)));
+    for (size_t i : buckets_[bi]) {
+      n += params_[i].numel();
+      bucket_of_[i] = bi;
+    }
+    flat_.push_back(at::zeros({n}, params_[buckets_[bi].front()].options().requires_grad(false)));
+  }
+  if (opts_.overlap_with_backward && comm_.world_size() > 1) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(params_[i]);
+      acc->add_post_hook(std::make_unique<ReadyHook>(this, i));
+      accumulators_.push_back(acc);
+    }
+  }
+}
+
+GradReducer::~GradReducer() {
+  for (auto& w : in_flight_) {
+    try {
+      w();
+    } catch (...) {
+    }
+  }
+  for (auto& a : accumulators_) {
+    auto* node = static_cast<torch::autograd::Node*>(a.get());
+    for (const auto& h : node->post_hooks()) {
+      if (auto* rh = dynamic_cast<ReadyHook*>(h.get())) rh->reducer = nullptr;
+    }
+  }
+}
+
+void GradReducer::prepare_for_backward() {
+  if (accumulators_.empty()) return;
+  pending_.assign(buckets_.size(), 0);
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) pending_[bi] = buckets_[bi].size();
+  next_launch_ = 0;
+  in_flight_.clear();
+  armed_ = true;
+}
+
+void GradReducer::mark_ready(size_t i) {
+  if (!armed_) return;
+  size_t b = bucket_of_[i];
+  if (pending_[b] > 0) --pending_[b];
+  size_t before = next_launch_;
+  launch_ready_buckets();
+  started_in_backward_ += static_cast<int64_t>(next_launch_ - before);
+}
+
+void GradReducer::launch_ready_buckets() {
+  // Bucket order, never ready order: every rank must issue the same collectives in the same order.
+  while (next_launch_ < buckets_.size() && pending_[next_launch_] == 0) {
+    pack(next_launch_);
+    in_flight_.push_back(comm_.allreduce_async(flat_[next_launch_], comm::ReduceOp::kSum));
+    ++next_launch_;
+  }
+}
+
+void GradReducer::pack(size_t bi) {
+  at::NoGradGuard no_grad;
+  at::Tensor& flat = flat_[bi];
+  int64_t off = 0;
+  for (size_t i : buckets_[bi]) {
+    const at::Tensor& p = params_[i];
+    at::Tensor slice = flat.narrow(0, off, p.numel());
+    const at::Tensor& g = p.grad();
+    if (g.defined()) {
+      slice.copy_(g.reshape({-1}));
+    } else {
+      slice.zero_();
+    }
+    off += p.numel();
   }
 }
 
@@ -87,25 +176,21 @@ void GradReducer::synchronize() {
     auto acc = used.accessor<float, 1>();
     for (size_t i = 0; i < params_.size(); ++i) acc[i] = params_[i].grad().defined() ? 1.f : 0.f;
   }
-  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
-    at::Tensor& flat = flat_[bi];
-    int64_t off = 0;
-    for (size_t i : buckets_[bi]) {
-      const at::Tensor& p = params_[i];
-      at::Tensor slice = flat.narrow(0, off, p.numel());
-      const at::Tensor& g = p.grad();
-      if (g.defined()) {
-        slice.copy_(g.reshape({-1}));
-      } else {
-        slice.zero_();
-      }
-      off += p.numel();
-    }
+  if (armed_) {
+    // Overlap mode: buckets whose hooks never fired (unused parameters) go now, still in order.
+    for (auto& p : pending_) p = 0;
+    launch_ready_buckets();
+    for (auto& w : in_flight_) w();
+    in_flight_.clear();
+    armed_ = false;
+    if (used.defined()) comm_.allreduce(used, comm::ReduceOp::kSum);
+  } else {
+    for (size_t bi = 0; bi < buckets_.size(); ++bi) pack(bi);
+    // Fixed bucket order on every rank (DDP's rule: ready order would differ between ranks).
+    std::vector<at::Tensor> all = flat_;
+    if (used.defined()) all.push_back(used);
+    comm_.allreduce_many(all, comm::ReduceOp::kSum);
   }
-  // Fixed bucket order on every rank (DDP's rule: ready order would differ between ranks).
-  std::vector<at::Tensor> all = flat_;
-  if (used.defined()) all.push_back(used);
-  comm_.allreduce_many(all, comm::ReduceOp::kSum);
   std::vector<float> used_by_any;
   if (used.defined()) used_by_any.assign(used.data_ptr<float>(), used.data_ptr<float>() + used.numel());
   const double inv = 1.0 / comm_.world_size();

@@ -5,10 +5,14 @@
 // averaged over ranks. The training loop calls synchronize() once per optimizer step and never sees
 // a bucket. Gradient accumulation = not calling synchronize() on intermediate micro-steps.
 //
-// Buckets are all-reduced after backward rather than from autograd hooks during it: on the CPU
-// machines this is built on, backward and gloo compete for the same two cores, so overlap buys
-// nothing (docs/distributed.md, "Why no overlap").
+// With overlap_with_backward, a post-hook on every parameter's gradient accumulator packs a
+// bucket as soon as its last gradient is accumulated and starts its allreduce asynchronously (in
+// bucket order, as DDP does), so communication runs while backward continues. It is off by
+// default: on the 2-core CPU machines this is built on, backward and gloo compete for the same
+// cores (docs/benchmarks.md measures both).
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +29,8 @@ struct BucketOptions {
   // average like any other. true: additionally all-reduce a usage mask and leave gradients that are
   // undefined on every rank undefined (the optimizer then skips them, as after a local backward).
   bool find_unused_parameters = false;
+  // Start bucket allreduces from autograd hooks during backward (after prepare_for_backward()).
+  bool overlap_with_backward = false;
 };
 
 // Bucket assignment: indices into `params`, visited in reverse order, grouped by dtype and device;
@@ -41,11 +47,24 @@ class GradReducer {
   // Copies `root`'s parameter values to every rank (call once before training).
   void broadcast_parameters(int root = 0);
 
+  ~GradReducer();
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+
+  // Call before the backward whose gradients synchronize() will average (with gradient
+  // accumulation: only the last micro-step). Arms the overlap hooks; a no-op without overlap.
+  void prepare_for_backward();
+
   // After backward: p.grad() holds the mean over ranks of the local gradients.
   void synchronize();
 
+  // Hook entry point (overlap mode): parameter i's gradient is final for this backward.
+  void mark_ready(size_t param_index);
+
   const std::vector<std::vector<size_t>>& buckets() const { return buckets_; }
   const std::vector<at::Tensor>& parameters() const { return params_; }
+  // Buckets whose allreduce started from a hook, before synchronize() (overlap mode; tests).
+  int64_t buckets_started_in_backward() const { return started_in_backward_; }
 
  private:
   comm::Communicator& comm_;
@@ -53,6 +72,17 @@ class GradReducer {
   std::vector<at::Tensor> params_;
   std::vector<std::vector<size_t>> buckets_;
   std::vector<at::Tensor> flat_;  // one buffer per bucket
+  void pack(size_t bucket);
+  void launch_ready_buckets();
+
+  // Overlap state.
+  std::vector<std::shared_ptr<void>> accumulators_;   // keeps the hooked grad accumulators alive
+  std::vector<size_t> bucket_of_;                      // param -> bucket
+  std::vector<size_t> pending_;                        // per bucket: params not yet ready
+  size_t next_launch_ = 0;
+  bool armed_ = false;
+  int64_t started_in_backward_ = 0;
+  std::vector<std::function<void()>> in_flight_;
 };
 
 // CRC-32 over the bytes of every tensor, in order: equal on two ranks iff the values are

@@ -214,6 +214,7 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
         bad_msg = m_.str();
         continue;
       }
+      if (c.sync_gradients && m == accum - 1) reducer.prepare_for_backward();
       (accum > 1 ? total / static_cast<double>(accum) : total).backward();
     }
     if (bad) {

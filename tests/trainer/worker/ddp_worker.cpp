@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
     c.num_threads = 1;
     c.buckets.bucket_cap_bytes = 512;  // several buckets even for this small model
     c.buckets.first_bucket_cap_bytes = 256;
+    c.buckets.overlap_with_backward = has(argc, argv, "--overlap");
 
     RegressionTask task(std::stoll(arg(argc, argv, "--samples", "64")), 100 + rank, std::stod(arg(argc, argv, "--noise", "0.001")),
                         std::stoi(arg(argc, argv, "--step-sleep-ms", "0")), std::stoll(arg(argc, argv, "--nan-step", "-1")),
