@@ -2,6 +2,7 @@
 
 #include <hdf5.h>
 
+#include <cstring>
 #include <mutex>
 #include <numeric>
 
@@ -11,9 +12,44 @@ namespace zsad::h5 {
 namespace {
 
 // HDF5 prints its own error stack to stderr by default; we report through exceptions instead.
+// The thread-safe build keeps one error-stack setting per thread, hence thread_local.
 void silence_hdf5_once() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  thread_local bool silenced = false;
+  if (!silenced) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    silenced = true;
+  }
+}
+
+// float -> IEEE half, round to nearest even. HDF5 1.10's soft float->half conversion drops the
+// carry when rounding overflows the mantissa (-0.249996 was stored as -0.125), so fp16 datasets
+// are converted here and written without HDF5 conversion.
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520 -> inf
+  if (abs < 0x38800000u) {                                               // half subnormal or zero
+    if (abs < 0x33000000u) return static_cast<uint16_t>(sign);           // < 2^-25 rounds to 0
+    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(abs >> 23);                 // 14..24
+    uint32_t h = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) ++h;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = ((abs - 0x38000000u) >> 13);  // rebias exponent 127 -> 15, keep 10 mantissa bits
+  const uint32_t rem = abs & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // a carry into the exponent is correct
+  return static_cast<uint16_t>(sign | h);
+}
+
+std::vector<uint16_t> to_half(const float* data, int64_t n) {
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = float_to_half(data[i]);
+  return out;
 }
 
 // IEEE half as h5py/numpy write it (sign 15, exponent 10..14 with bias 15, mantissa 0..9).
@@ -253,6 +289,11 @@ void slab_impl(hid_t file, const std::string& path, const std::string& name, int
 }  // namespace
 
 void File::write(const std::string& name, const float* data, const std::vector<int64_t>& shape, WriteOptions o) {
+  if (o.stored == DType::kFloat16 && data) {
+    auto half = to_half(data, numel(shape));
+    write_impl(id_, path_, name, float16_type(), half.data(), shape, o);
+    return;
+  }
   write_impl(id_, path_, name, H5T_NATIVE_FLOAT, data, shape, o);
 }
 void File::write(const std::string& name, const double* data, const std::vector<int64_t>& shape, WriteOptions o) {
@@ -272,6 +313,13 @@ void File::create(const std::string& name, const std::vector<int64_t>& shape, Wr
   write_impl(id_, path_, name, H5T_NATIVE_FLOAT, nullptr, shape, o);
 }
 void File::write_slab(const std::string& name, int64_t first, int64_t count, const float* data) {
+  if (stored_type(name) == DType::kFloat16) {
+    auto dims = shape(name);
+    dims[0] = count;
+    auto half = to_half(data, numel(dims));
+    slab_impl(id_, path_, name, first, count, float16_type(), half.data(), nullptr);
+    return;
+  }
   slab_impl(id_, path_, name, first, count, H5T_NATIVE_FLOAT, data, nullptr);
 }
 void File::write_slab(const std::string& name, int64_t first, int64_t count, const uint8_t* data) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -55,5 +56,24 @@ TEST(H5, MissingOrCorruptFileNamesThePath) {
   } catch (const zsad::Error& e) {
     EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos);
   }
+  fs::remove(p);
+}
+
+TEST(H5, Float16WritesRoundToNearestEvenIncludingMantissaCarry) {
+  fs::path p = fs::temp_directory_path() / "zsad_h5_half.h5";
+  // Values whose fp16 rounding carries into the exponent, ties, overflow and subnormals.
+  std::vector<float> in = {-0.249996f, 0.499999f, 2049.0f, 2051.0f, 65519.0f, 65520.0f,
+                           1e-8f, 5.9604645e-8f, 8.940697e-8f, 1.0f / 3.0f};
+  std::vector<float> expect = {-0.25f, 0.5f, 2048.0f, 2052.0f, 65504.0f, INFINITY,
+                               0.0f, 5.9604645e-8f, 1.1920929e-7f, 0.333251953125f};
+  {
+    zsad::h5::File f(p.string(), zsad::h5::File::Mode::kTruncate);
+    f.write("/h", in.data(), {static_cast<int64_t>(in.size())}, {zsad::h5::DType::kFloat16, false, 0});
+    f.create("/s", {2, 5}, {zsad::h5::DType::kFloat16, true, 0});
+    f.write_slab("/s", 0, 2, in.data());
+  }
+  zsad::h5::File f(p.string(), zsad::h5::File::Mode::kRead);
+  EXPECT_EQ(f.read_float("/h"), expect);
+  EXPECT_EQ(f.read_float("/s"), expect);
   fs::remove(p);
 }
