@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "models/clip/tokenizer.h"
 
 namespace zsad::models {
@@ -202,16 +203,6 @@ ClipModel build_clip_model(const OptionMap& o) {
   return model;
 }
 
-namespace {
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-}  // namespace
 
 TextTokenizer make_text_tokenizer(const OptionMap& o, int64_t context_length, int64_t vocab_size) {
   std::string vocab = o.str("model.vocab");
@@ -232,7 +223,7 @@ TextTokenizer make_text_tokenizer(const OptionMap& o, int64_t context_length, in
     std::vector<int64_t> ids{sot};
     std::string word;
     auto flush = [&] {
-      if (!word.empty()) ids.push_back(1 + static_cast<int64_t>(fnv1a(word) % static_cast<uint64_t>(vocab_size - 3)));
+      if (!word.empty()) ids.push_back(1 + static_cast<int64_t>(fnv1a64(word) % static_cast<uint64_t>(vocab_size - 3)));
       word.clear();
     };
     for (char ch : text) {

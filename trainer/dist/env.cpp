@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 
 extern char** environ;
 
@@ -163,12 +164,7 @@ std::string first_host(const std::string& nodelist) {
 int port_from_job_id(const std::string& job_id) {
   // FNV-1a over the id's text: array jobs ("123_4") and plain ids hash alike, and the value
   // does not depend on the platform's std::hash.
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : job_id) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return 20000 + static_cast<int>(h % 40000);
+  return 20000 + static_cast<int>(fnv1a64(job_id) % 40000);
 }
 
 int cuda_device_for(int local_rank, int visible_devices) {

@@ -18,6 +18,7 @@
 #include "trainer/distributed_sampler.h"
 #include "trainer/loop/run_log.h"
 #include "trainer/loop/stop_signals.h"
+#include "common/fnv1a.h"
 
 namespace zsad::trainer {
 
@@ -35,11 +36,7 @@ std::string config_digest(const TrainConfig& c, int world_size, const std::strin
     << describe(c.optim) << ";" << describe(c.schedule) << ";grad_clip_norm=" << c.grad_clip_norm
     << ";sync_gradients=" << c.sync_gradients << ";task=" << task_digest;
   const std::string s = o.str();
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) {
-    h ^= ch;
-    h *= 1099511628211ull;
-  }
+  const uint64_t h = fnv1a64(s);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
   return hex;

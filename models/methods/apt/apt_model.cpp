@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "data/rng.h"
 #include "models/methods/apt/apt_components.h"
 #include "models/methods/cops/cops_clip.h"
@@ -18,15 +19,6 @@
 
 namespace zsad::models::apt {
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, {-1}, true); }
 
@@ -197,7 +189,7 @@ AptLosses AptModel::losses(const AptFeatures& f, const at::Tensor& labels, const
 
 const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tensor& shots, uint64_t seed) {
   const auto& o = options_;
-  const uint64_t cseed = data::mix_seed(seed, fnv1a(cls), 0xA97);
+  const uint64_t cseed = data::mix_seed(seed, fnv1a64(cls), 0xA97);
   const int64_t K = shots.size(0), S = image_size();
   if (shots.dim() != 4 || shots.size(2) != S || shots.size(3) != S)
     throw Error("APT class '" + cls + "': shots must be [k,3," + std::to_string(S) + "," + std::to_string(S) + "]");

@@ -6,19 +6,11 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "data/rng.h"
 
 namespace zsad::models::apt {
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 std::string stem(const std::string& path) {
   const auto slash = path.find_last_of('/');
@@ -46,7 +38,7 @@ ShotSelection sample_shots(const std::string& cls, const std::vector<data::Sampl
                 std::to_string(k) + " shots");
   std::vector<int64_t> order(candidates.size());
   std::iota(order.begin(), order.end(), 0);
-  data::Rng rng(data::mix_seed(seed, fnv1a(cls), 0x5407));
+  data::Rng rng(data::mix_seed(seed, fnv1a64(cls), 0x5407));
   rng.shuffle(order.begin(), order.end());
   ShotSelection s;
   s.class_name = cls;
