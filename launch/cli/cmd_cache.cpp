@@ -12,7 +12,6 @@
 #include "common/error.h"
 #include "common/exit_codes.h"
 #include "data/index.h"
-#include "data/synth.h"
 #include "launch/cli/args.h"
 #include "launch/cli/command.h"
 #include "launch/cli/eval_phase.h"
@@ -50,27 +49,7 @@ std::vector<Target> targets_from(const models::OptionMap& flat, const std::strin
 // The dataset index as the training / evaluation code resolves it (meta.json, indexer layout, or
 // a synthetic preset generated on first use by rank 0).
 std::vector<data::Sample> load_samples(const eval::DatasetSpec& s, comm::Communicator& comm) {
-  const std::string default_meta = (fs::path(s.root) / "meta.json").string();
-  if (!s.synth_preset.empty() && s.meta.empty()) {
-    if (comm.rank() == 0 && !fs::exists(default_meta)) {
-      data::SynthOptions so;
-      so.preset = s.synth_preset;
-      so.seed = s.synth_seed;
-      so.size = s.synth_size;
-      so.test_per_class = s.synth_images_per_class;
-      so.train_per_class = s.synth_train_per_class;
-      so.anomaly_fraction = s.synth_anomaly_fraction;
-      std::cerr << "cache " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in " << s.root
-                << "\n";
-      data::synthesize_dataset(so, s.root);
-    }
-    comm.barrier();
-  }
-  data::Meta meta;
-  if (!s.meta.empty()) meta = data::read_meta(data::resolve_path(s.root, s.meta));
-  else if (fs::exists(default_meta)) meta = data::read_meta(default_meta);
-  else if (!s.layout.empty()) meta = data::index_dataset(s.layout, s.root);
-  else throw Error(s.root + ": dataset '" + s.name + "' has no meta.json and no layout to index it with");
+  data::Meta meta = eval::load_dataset_meta(s, comm, "cache");
   data::Split split = meta.split(s.split);
   if (!s.classes.empty()) {
     data::Split f;

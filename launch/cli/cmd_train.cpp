@@ -13,7 +13,6 @@
 #include "common/error.h"
 #include "common/exit_codes.h"
 #include "data/index.h"
-#include "data/synth.h"
 #include "launch/cli/command.h"
 #include "launch/cli/eval_phase.h"
 #include "launch/config/yaml_io.h"
@@ -41,29 +40,6 @@ eval::DatasetSpec train_dataset_spec(const models::OptionMap& flat) {
   std::vector<eval::DatasetSpec> specs = eval::dataset_specs_from(m);
   if (specs.size() != 1) throw Error("train.dataset: expected one dataset config");
   return specs[0];
-}
-
-data::Meta load_train_meta(const eval::DatasetSpec& s, comm::Communicator& comm) {
-  const std::string default_meta = (fs::path(s.root) / "meta.json").string();
-  if (!s.synth_preset.empty() && s.meta.empty() && !fs::exists(default_meta)) {
-    if (comm.rank() == 0) {
-      data::SynthOptions so;
-      so.preset = s.synth_preset;
-      so.seed = s.synth_seed;
-      so.size = s.synth_size;
-      so.test_per_class = s.synth_images_per_class;
-      so.train_per_class = s.synth_train_per_class;
-      so.anomaly_fraction = s.synth_anomaly_fraction;
-      std::cerr << "train " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in " << s.root
-                << "\n";
-      data::synthesize_dataset(so, s.root);
-    }
-    comm.barrier();
-  }
-  if (!s.meta.empty()) return data::read_meta(data::resolve_path(s.root, s.meta));
-  if (fs::exists(default_meta)) return data::read_meta(default_meta);
-  if (!s.layout.empty()) return data::index_dataset(s.layout, s.root);
-  throw Error("train.dataset '" + s.name + "': no meta.json under '" + s.root + "' and no layout to index");
 }
 
 trainer::TrainConfig train_config_from(const models::OptionMap& flat, const std::string& run_dir) {
@@ -116,7 +92,7 @@ int run_train(const launch::JobContext& job) {
       const auto t0 = std::chrono::steady_clock::now();
       eval::DatasetSpec spec = train_dataset_spec(flat);
       train_name = spec.name;
-      data::Meta meta = load_train_meta(spec, *ctx.comm);
+      data::Meta meta = eval::load_dataset_meta(spec, *ctx.comm, "train");
       data::Split split = meta.split(spec.split);
       if (!spec.classes.empty()) {
         data::Split f;

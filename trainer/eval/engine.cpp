@@ -240,51 +240,6 @@ class RankLog {
   std::ofstream out_;
 };
 
-// Resolves the dataset index; rank 0 generates a synthetic dataset first when configured.
-data::Meta load_meta(const DatasetSpec& s, comm::Communicator& comm, RankLog& log) {
-  const fs::path root(s.root);
-  const std::string default_meta = (root / "meta.json").string();
-  if (!s.synth_preset.empty() && s.meta.empty()) {
-    // Rank 0 decides and generates; the others wait (the decision is never taken per rank, so all
-    // ranks issue the same collectives). A lock file serialises concurrent jobs of a sweep.
-    comm.barrier();
-    if (comm.rank() == 0) {
-      fs::create_directories(root.parent_path().empty() ? fs::path(".") : root.parent_path());
-      const std::string lock_path = s.root + ".lock";
-      const int fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0644);
-      if (fd < 0) throw Error(lock_path + ": cannot create the generation lock");
-      ::flock(fd, LOCK_EX);
-      try {
-        if (!fs::exists(default_meta)) {
-          data::SynthOptions so;
-          so.preset = s.synth_preset;
-          so.seed = s.synth_seed;
-          so.size = s.synth_size;
-          so.test_per_class = s.synth_images_per_class;
-          so.train_per_class = s.synth_train_per_class;
-          so.anomaly_fraction = s.synth_anomaly_fraction;
-          so.threads = 2;
-          std::cerr << "eval " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in "
-                    << s.root << "\n";
-          log.line("generating synthetic dataset " + s.root);
-          data::synthesize_dataset(so, s.root);
-        }
-      } catch (...) {
-        ::flock(fd, LOCK_UN);
-        ::close(fd);
-        throw;
-      }
-      ::flock(fd, LOCK_UN);
-      ::close(fd);
-    }
-    comm.barrier();
-  }
-  if (!s.meta.empty()) return data::read_meta(data::resolve_path(s.root, s.meta));
-  if (fs::exists(default_meta)) return data::read_meta(default_meta);
-  if (!s.layout.empty()) return data::index_dataset(s.layout, s.root);
-  throw Error("eval.datasets." + s.name + ": no meta.json under '" + s.root + "' and no 'layout' to index it with");
-}
-
 struct Item {
   int64_t global = 0;  // index in the flat split
   int cls = 0;
@@ -348,7 +303,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
 
   for (const auto& spec : o.datasets) {
     const auto t0 = Clock::now();
-    data::Meta meta = load_meta(spec, comm, log);
+    data::Meta meta = load_dataset_meta(spec, comm, "eval");
     data::Split split = meta.split(spec.split);
     if (!spec.classes.empty()) {
       data::Split f;
@@ -826,5 +781,49 @@ void predict(models::Method& method, const PredictOptions& o) {
   }
   f.flush();
 }
+
+data::Meta load_dataset_meta(const DatasetSpec& s, comm::Communicator& comm, const std::string& who) {
+  const fs::path root(s.root);
+  const std::string default_meta = (root / "meta.json").string();
+  if (!s.synth_preset.empty() && s.meta.empty()) {
+    // Rank 0 decides and generates; the others wait (the decision is never taken per rank, so all
+    // ranks issue the same collectives). A lock file serialises concurrent jobs of a sweep.
+    comm.barrier();
+    if (comm.rank() == 0) {
+      fs::create_directories(root.parent_path().empty() ? fs::path(".") : root.parent_path());
+      const std::string lock_path = s.root + ".lock";
+      const int fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0644);
+      if (fd < 0) throw Error(lock_path + ": cannot create the generation lock");
+      ::flock(fd, LOCK_EX);
+      try {
+        if (!fs::exists(default_meta)) {
+          data::SynthOptions so;
+          so.preset = s.synth_preset;
+          so.seed = s.synth_seed;
+          so.size = s.synth_size;
+          so.test_per_class = s.synth_images_per_class;
+          so.train_per_class = s.synth_train_per_class;
+          so.anomaly_fraction = s.synth_anomaly_fraction;
+          so.threads = 2;
+          std::cerr << who << " " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in "
+                    << s.root << "\n";
+          data::synthesize_dataset(so, s.root);
+        }
+      } catch (...) {
+        ::flock(fd, LOCK_UN);
+        ::close(fd);
+        throw;
+      }
+      ::flock(fd, LOCK_UN);
+      ::close(fd);
+    }
+    comm.barrier();
+  }
+  if (!s.meta.empty()) return data::read_meta(data::resolve_path(s.root, s.meta));
+  if (fs::exists(default_meta)) return data::read_meta(default_meta);
+  if (!s.layout.empty()) return data::index_dataset(s.layout, s.root);
+  throw Error(who + " dataset " + s.name + ": no meta.json under '" + s.root + "' and no 'layout' to index it with");
+}
+
 
 }  // namespace zsad::eval

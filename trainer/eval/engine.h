@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/index.h"
 #include "models/methods/method.h"
 #include "results/metrics/metrics.h"
 #include "trainer/comm/communicator.h"
@@ -83,6 +84,11 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world_size, const st
 EvalOptions eval_options_from(const models::OptionMap& config);
 // The dataset specs under eval.datasets.<name>.*; unknown keys are errors naming them.
 std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& config);
+
+// The dataset index as training, caching and evaluation all resolve it: meta.json, the layout
+// indexer, or a synthetic preset that rank 0 generates on first use (under a lock file, so the
+// jobs of a sweep do not race). Collective: every rank must call it. `who` prefixes messages.
+data::Meta load_dataset_meta(const DatasetSpec& s, comm::Communicator& comm, const std::string& who);
 
 // Evaluates `method` on every dataset of `o`. Every rank calls it; collectives go through `comm`.
 std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o, comm::Communicator& comm);
