@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "rank_threads.h"
@@ -194,9 +195,11 @@ TEST(GradReducer, OverlapWithBackwardEqualsPostBackwardSync) {
   run_ranks(3, [&](RankContext& c) {
     std::vector<at::Tensor> got[2];
     for (int overlap = 0; overlap < 2; ++overlap) {
-      torch::manual_seed(7);
-      at::Tensor w1 = torch::randn({6, 5}).requires_grad_(true), b1 = torch::randn({6}).requires_grad_(true);
-      at::Tensor w2 = torch::randn({1, 6}).requires_grad_(true), unused = torch::randn({4}).requires_grad_(true);
+      // Per-thread generators: the ranks are threads, and torch::manual_seed's global generator
+      // would be shared (and interleaved) between them.
+      at::Generator g = at::detail::createCPUGenerator(7);
+      at::Tensor w1 = torch::randn({6, 5}, g).requires_grad_(true), b1 = torch::randn({6}, g).requires_grad_(true);
+      at::Tensor w2 = torch::randn({1, 6}, g).requires_grad_(true), unused = torch::randn({4}, g).requires_grad_(true);
       zsad::ddp::BucketOptions o;
       o.bucket_cap_bytes = 32;
       o.first_bucket_cap_bytes = 16;
@@ -207,8 +210,7 @@ TEST(GradReducer, OverlapWithBackwardEqualsPostBackwardSync) {
       for (int step = 0; step < 2; ++step) {
         for (auto* p : {&w1, &b1, &w2}) p->mutable_grad() = at::Tensor();
         for (int micro = 0; micro < 2; ++micro) {
-          torch::manual_seed(100 * c.rank + 10 * step + micro);
-          at::Tensor x = torch::randn({4, 5});
+          at::Tensor x = torch::randn({4, 5}, at::detail::createCPUGenerator(100 * c.rank + 10 * step + micro));
           if (micro == 1) red.prepare_for_backward();
           (torch::tanh(x.mm(w1.t()) + b1).mm(w2.t())).pow(2).mean().backward();
         }
