@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -41,6 +42,7 @@ struct Canvas {
   std::vector<Rgb> px;
   std::vector<Rgb> background;
   std::vector<uint8_t> allowed;
+  double defect_scale = 1.0;  // multiplies every defect's extent (radii, lengths, widths)
   Rgb& at(int x, int y) { return px[static_cast<size_t>(y) * size + x]; }
 };
 
@@ -312,12 +314,13 @@ void pick_point(const Canvas& cv, Rng& rng, double margin, double& x, double& y)
 
 Shape shape_for(const std::string& kind, const Canvas& cv, Rng& rng) {
   const int S = cv.size;
-  const double unit = S / 256.0;
+  const double k = cv.defect_scale;
+  const double unit = S / 256.0 * k;
   Shape m(static_cast<size_t>(S) * S, 0);
   double cx, cy;
   pick_point(cv, rng, 0.12, cx, cy);
   if (kind == "scratch") {
-    const double len = rng.uniform(0.18, 0.4) * S, a = rng.uniform(0, 2 * kPi);
+    const double len = std::min(0.9, rng.uniform(0.18, 0.4) * k) * S, a = rng.uniform(0, 2 * kPi);
     const double x0 = cx - 0.5 * len * std::cos(a), y0 = cy - 0.5 * len * std::sin(a);
     const double x2 = cx + 0.5 * len * std::cos(a), y2 = cy + 0.5 * len * std::sin(a);
     const double bend = rng.uniform(-0.25, 0.25) * len;
@@ -344,13 +347,13 @@ Shape shape_for(const std::string& kind, const Canvas& cv, Rng& rng) {
       }
     }
   } else if (kind == "hole") {
-    stamp_blob(m, S, cx, cy, rng.uniform(0.03, 0.06) * S, 0.15, rng);
+    stamp_blob(m, S, cx, cy, rng.uniform(0.03, 0.06) * k * S, 0.15, rng);
   } else if (kind == "stain") {
-    stamp_blob(m, S, cx, cy, rng.uniform(0.05, 0.10) * S, 0.35, rng);
+    stamp_blob(m, S, cx, cy, rng.uniform(0.05, 0.10) * k * S, 0.35, rng);
   } else if (kind == "contamination") {
     const int specks = static_cast<int>(rng.range(3, 7));
     for (int i = 0; i < specks; ++i) {
-      const double x = cx + rng.normal(0, 0.05 * S), y = cy + rng.normal(0, 0.05 * S);
+      const double x = cx + rng.normal(0, 0.05 * k * S), y = cy + rng.normal(0, 0.05 * k * S);
       if (rng.bernoulli(0.3)) {  // a fibre
         double fx = x, fy = y, a = rng.uniform(0, 2 * kPi);
         for (int s = 0; s < 30; ++s) {
@@ -364,10 +367,10 @@ Shape shape_for(const std::string& kind, const Canvas& cv, Rng& rng) {
       }
     }
   } else if (kind == "colour_shift") {
-    stamp_blob(m, S, cx, cy, rng.uniform(0.07, 0.13) * S, 0.3, rng);
+    stamp_blob(m, S, cx, cy, rng.uniform(0.07, 0.13) * k * S, 0.3, rng);
   } else if (kind == "missing_part") {
     // A bite out of the object: a disc centred near the object's edge.
-    const double r = rng.uniform(0.08, 0.14) * S;
+    const double r = rng.uniform(0.08, 0.14) * k * S;
     double ex = cx, ey = cy;
     for (int t = 0; t < 400; ++t) {
       const double x = rng.uniform(0, S), y = rng.uniform(0, S);
@@ -516,14 +519,17 @@ const std::vector<SynthPreset>& synth_presets() {
 const SynthPreset& synth_preset(const std::string& name) { return preset_impl(name).info; }
 
 SynthImage render_synth_image(const std::string& preset, int class_index, const std::string& defect, int size,
-                              uint64_t seed) {
+                              uint64_t seed, double defect_scale) {
   const PresetImpl& p = preset_impl(preset);
   if (class_index < 0 || class_index >= static_cast<int>(p.painters.size()))
     throw Error("synthetic preset '" + preset + "': class index " + std::to_string(class_index) + " out of range");
   if (size < 32) throw Error("synthetic image size " + std::to_string(size) + " too small (minimum 32)");
+  if (!(defect_scale >= 0.25 && defect_scale <= 4.0))
+    throw Error("synthetic defect scale " + std::to_string(defect_scale) + " out of range [0.25, 4]");
   Rng rng(seed);
   Canvas cv;
   cv.size = size;
+  cv.defect_scale = defect_scale;
   const size_t n = static_cast<size_t>(size) * size;
   cv.px.resize(n);
   cv.background.resize(n);
@@ -548,6 +554,14 @@ int synth_anomalous_count(int n, double fraction) {
   fraction = std::min(0.5, std::max(0.3, fraction));
   int a = static_cast<int>(std::lround(n * fraction));
   return std::max(1, std::min(a, n - 1));
+}
+
+std::string synth_signature(const SynthOptions& o) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "preset=%s seed=%llu size=%d train_per_class=%d test_per_class=%d anomaly_fraction=%g defect_scale=%g",
+                o.preset.c_str(), static_cast<unsigned long long>(o.seed), o.size, o.train_per_class, o.test_per_class,
+                o.anomaly_fraction, o.defect_scale);
+  return buf;
 }
 
 Meta synthesize_dataset(const SynthOptions& o, const std::string& out_dir) {
@@ -598,7 +612,7 @@ Meta synthesize_dataset(const SynthOptions& o, const std::string& out_dir) {
     for (size_t i = next++; i < jobs.size(); i = next++) {
       const Job& j = jobs[i];
       try {
-        const SynthImage im = render_synth_image(o.preset, j.cls, j.defect, o.size, j.seed);
+        const SynthImage im = render_synth_image(o.preset, j.cls, j.defect, o.size, j.seed, o.defect_scale);
         write_png((root / j.image_path).string(), im.image, o.png_compression);
         if (!j.mask_path.empty()) write_png((root / j.mask_path).string(), im.mask, o.png_compression);
       } catch (const std::exception& e) {
@@ -613,7 +627,12 @@ Meta synthesize_dataset(const SynthOptions& o, const std::string& out_dir) {
   for (const auto& e : errors)
     if (!e.empty()) throw Error(e);
   Meta meta = index_dataset("mvtec", out_dir);
-  write_meta(meta, (root / "meta.json").string());
+  {
+    std::ofstream sig(root / kSynthSignatureFile);
+    sig << synth_signature(o) << "\n";
+    if (!sig) throw Error((root / kSynthSignatureFile).string() + ": cannot write");
+  }
+  write_meta(meta, (root / "meta.json").string());  // last: meta.json marks a complete dataset
   return meta;
 }
 

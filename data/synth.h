@@ -35,6 +35,7 @@ struct SynthOptions {
   int train_per_class = 50;        // normal training images per class
   int test_per_class = 50;         // test images per class, normal + anomalous
   double anomaly_fraction = 0.4;   // of the test images (kept within 30-50%)
+  double defect_scale = 1.0;       // defect extent multiplier in [0.25, 4] (1 = the presets' sizes)
   int threads = 2;
   int png_compression = 1;
 };
@@ -46,10 +47,15 @@ struct SynthImage {
   Image object; // 1 channel, 0/255, where defects may appear (the object; everything for textures)
 };
 SynthImage render_synth_image(const std::string& preset, int class_index, const std::string& defect, int size,
-                              uint64_t seed);
+                              uint64_t seed, double defect_scale = 1.0);
 
 // Number of anomalous test images for a class with n test images.
 int synth_anomalous_count(int n, double fraction);
+
+// One line naming every option that changes the generated files; synthesize_dataset writes it to
+// OUT/synth_options.txt so a later run can tell a dataset generated with other options.
+std::string synth_signature(const SynthOptions& options);
+inline constexpr const char* kSynthSignatureFile = "synth_options.txt";
 
 // Writes OUT/<cls>/{train/good,test/good,test/<defect>,ground_truth/<defect>} and OUT/meta.json;
 // returns the index that was written.

@@ -98,6 +98,7 @@ int run_synth(const std::vector<std::string>& tokens) {
       .flag("images-per-class", "test images per class (and train images unless --train-per-class)", "50")
       .flag("train-per-class", "normal training images per class")
       .flag("anomaly-fraction", "fraction of anomalous test images, 0.3..0.5", "0.4")
+      .flag("defect-scale", "defect size multiplier, 0.25..4 (1 = the presets' sizes)", "1")
       .flag("threads", "worker threads", "2");
   args.parse(tokens);
   if (args.on("list-presets")) {
@@ -125,6 +126,8 @@ int run_synth(const std::vector<std::string>& tokens) {
   o.train_per_class = args.has("train-per-class") ? static_cast<int>(args.get_int("train-per-class")) : o.test_per_class;
   o.anomaly_fraction = args.get_double("anomaly-fraction");
   if (o.anomaly_fraction < 0.3 || o.anomaly_fraction > 0.5) throw zsad::UsageError("--anomaly-fraction must be in [0.3, 0.5]");
+  o.defect_scale = args.get_double("defect-scale");
+  if (!(o.defect_scale >= 0.25 && o.defect_scale <= 4)) throw zsad::UsageError("--defect-scale must be in [0.25, 4]");
   o.threads = static_cast<int>(args.get_int("threads"));
   if (o.size < 32) throw zsad::UsageError("--size must be >= 32");
   if (o.test_per_class < 2) throw zsad::UsageError("--images-per-class must be >= 2");

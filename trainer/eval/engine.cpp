@@ -124,6 +124,7 @@ std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& cfg) {
     s.synth_images_per_class = static_cast<int>(d.integer("synth.images_per_class", 50));
     s.synth_train_per_class = static_cast<int>(d.integer("synth.train_per_class", 50));
     s.synth_anomaly_fraction = d.real("synth.anomaly_fraction", 0.4);
+    s.synth_defect_scale = d.real("synth.defect_scale", 1.0);
     s.synth_seed = static_cast<uint64_t>(d.integer("synth.seed", 0));
     out.push_back(std::move(s));
   }
@@ -796,18 +797,31 @@ data::Meta load_dataset_meta(const DatasetSpec& s, comm::Communicator& comm, con
       if (fd < 0) throw Error(lock_path + ": cannot create the generation lock");
       ::flock(fd, LOCK_EX);
       try {
+        data::SynthOptions so;
+        so.preset = s.synth_preset;
+        so.seed = s.synth_seed;
+        so.size = s.synth_size;
+        so.test_per_class = s.synth_images_per_class;
+        so.train_per_class = s.synth_train_per_class;
+        so.anomaly_fraction = s.synth_anomaly_fraction;
+        so.defect_scale = s.synth_defect_scale;
+        so.threads = 2;
         if (!fs::exists(default_meta)) {
-          data::SynthOptions so;
-          so.preset = s.synth_preset;
-          so.seed = s.synth_seed;
-          so.size = s.synth_size;
-          so.test_per_class = s.synth_images_per_class;
-          so.train_per_class = s.synth_train_per_class;
-          so.anomaly_fraction = s.synth_anomaly_fraction;
-          so.threads = 2;
           std::cerr << who << " " << s.name << ": generating synthetic dataset (preset " << s.synth_preset << ") in "
                     << s.root << "\n";
           data::synthesize_dataset(so, s.root);
+        } else {
+          // Never reuse (or overwrite) a dataset generated with other options: say so instead.
+          const fs::path sig_path = root / data::kSynthSignatureFile;
+          std::string found;
+          if (std::ifstream in(sig_path); in) std::getline(in, found);
+          const std::string wanted = data::synth_signature(so);
+          if (found != wanted)
+            throw Error(who + " dataset " + s.name + ": '" + s.root + "' holds a synthetic dataset generated with " +
+                        (found.empty() ? std::string("unrecorded options (no ") + data::kSynthSignatureFile + ")"
+                                       : "'" + found + "'") +
+                        ", but the config asks for '" + wanted +
+                        "'; delete that directory or set the dataset's root elsewhere");
         }
       } catch (...) {
         ::flock(fd, LOCK_UN);

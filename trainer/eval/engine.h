@@ -41,6 +41,7 @@ struct DatasetSpec {
   std::string synth_preset;          // "" = never generate
   int synth_size = 256, synth_images_per_class = 50, synth_train_per_class = 50;
   double synth_anomaly_fraction = 0.4;
+  double synth_defect_scale = 1.0;
   uint64_t synth_seed = 0;
 };
 
