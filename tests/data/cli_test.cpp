@@ -168,10 +168,29 @@ TEST(DataSynthCli, ByteDeterministicAndPassesCheck) {
     const double frac = double(anomalous) / m.test.size();
     EXPECT_GE(frac, 0.3);
     EXPECT_LE(frac, 0.5);
-    EXPECT_EQ(files, m.train.size() + m.test.size() + masks + 1);
+    EXPECT_EQ(files, m.train.size() + m.test.size() + masks + 2);  // + meta.json, synth_options.txt
     const auto chk = run_command(zsad_binary() + " data check --root " + a.string());
     EXPECT_EQ(chk.exit_code, 0) << chk.output;
   }
+}
+
+TEST(DataSynthCli, RunStopsOnASyntheticDatasetGeneratedWithOtherOptions) {
+  // The demo's synth_textures generated with a larger defect scale than the config asks for:
+  // the run must stop naming both option sets, and leave the existing dataset untouched.
+  TempDir d("synth_stale");
+  const fs::path ds = d.path / "data" / "synth_textures";
+  auto gen = run_command(zsad_binary() + " data synth --preset textures --size 128 --images-per-class 4 --defect-scale 2 --seed 0 --out " +
+                         ds.string());
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  const std::string before = tree_digest(ds);
+  auto r = run_command("cd " + d.path.string() + " && ZSAD_DATA_ROOT=" + (d.path / "data").string() + " ZSAD_OUTPUT_ROOT=" +
+                       (d.path / "out").string() + " " + zsad_binary() + " run " + testing::source_dir() +
+                       "/experiments/demo_ci.yaml method=cops_untrained");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("defect_scale=2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("defect_scale=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(ds.string()), std::string::npos) << r.output;
+  EXPECT_EQ(tree_digest(ds), before) << "the existing dataset was modified";
 }
 
 }  // namespace
