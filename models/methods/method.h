@@ -79,6 +79,11 @@ struct DatasetContext {
   std::vector<std::string> classes;  // index order
   OptionMap options;                 // the dataset config's `method_options.<method name>` block
   bool training = false;             // true when the dataset is a training set
+  // The evaluation's communicator (trainer/comm) for methods that train across ranks while
+  // evaluating (APT method.apt.class_parallel=ddp): in-place sum over ranks, every rank ends with
+  // the same bytes; every rank must call it equally often. Empty = single process.
+  std::function<void(at::Tensor&)> allreduce_sum;
+  int rank = 0, world_size = 1;
 };
 
 // Few-shot support set of one class (normal training images). Empty images for zero-shot runs.
@@ -86,6 +91,7 @@ struct SupportSet {
   std::string class_name;
   at::Tensor images;                 // [K,3,S,S] or undefined
   std::vector<int64_t> indices;      // train-split global indices of the shots
+  std::vector<std::string> names;    // the shots' img_path (as in the dataset index), same order
 };
 
 // A config key a method reads (registered into the launch schema as method.<key> / model.<key>).

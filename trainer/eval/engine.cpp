@@ -357,6 +357,9 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
     ctx.name = spec.name;
     ctx.classes = split.classes;
     ctx.options = spec.method_options.sub(o.method_name.empty() ? method.name() : o.method_name);
+    ctx.rank = rank;
+    ctx.world_size = world;
+    ctx.allreduce_sum = [&comm](at::Tensor& t) { comm.allreduce(t); };
     method.begin_dataset(ctx);
     for (const auto& cls : split.classes) {
       models::SupportSet sup;
@@ -378,6 +381,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
             data::load_sample(it->second[i], spec.root, static_cast<int>(S_in), false,
                               buf.data() + static_cast<size_t>(k * 3 * S_in * S_in), nullptr);
             sup.indices.push_back(base + static_cast<int64_t>(i));
+            sup.names.push_back(it->second[i].img_path);
             ++k;
           }
         }
