@@ -12,10 +12,15 @@
 // Part 2 — evaluation throughput (images/s) of encode + CoPS inference with a cold cache (the
 //   cache is built: every image runs through the encoder) and a warm cache (open + verify + read).
 //
+// Part 0 (only with --step-only K): K CoPS training steps on random cached-shape features (no
+//   encoder, no cache file), the per-step split, and with --profile FILE a chrome trace of the last
+//   step (forward + backward) from the autograd profiler; then exit.
+//
 // usage: cops_cache_bench [--arch ViT-L-14-336] [--size 518] [--batch 8] [--images 16]
-//                         [--eval-images 8] [--threads 2] [--dir DIR]
+//                         [--eval-images 8] [--threads 2] [--dir DIR] [--step-only K [--profile FILE]]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/optim/adam.h>
 
 #include <chrono>
@@ -105,6 +110,47 @@ int main(int argc, char** argv) {
     samples[i].img_path = "synthetic/" + std::to_string(i) + ".png";
     samples[i].cls_name = "synthetic";
     samples[i].anomaly = static_cast<int>(labels[i].item<int64_t>());
+  }
+  const int64_t step_only = std::stoll(arg(argc, argv, "step-only", "0"));
+  if (step_only > 0) {  // Part 0: the cached step alone, on random features of the cached shapes
+    const std::string profile = arg(argc, argv, "profile", "");
+    cops::CopsModel model(o, timed, 0);
+    torch::optim::Adam opt(model.trainable_parameters(), torch::optim::AdamOptions(1e-3).betas({0.5, 0.999}).eps(1e-8));
+    Split sp;
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < B; ++i) idx.push_back(i % N);
+    at::Tensor lab = at::arange(B) % 2, msk = at::zeros({B, S, S});
+    for (int64_t i = 0; i < B; ++i) msk[i].copy_(masks[i % N]);
+    for (int64_t step = 0; step < step_only; ++step) {
+      std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
+      if (!profile.empty() && step + 1 == step_only)
+        prof = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+      cops::CopsBatch cb;
+      cb.global = at::randn({B, D});
+      cb.patch = at::randn({B, cc.num_patches(), D});
+      cb.mask = msk;
+      cb.label = lab;
+      cb.noise = cops::vae_noise(0, 0, static_cast<uint64_t>(step), idx, o.r_train, D);
+      text_fwd = 0;
+      auto t = Clock::now();
+      auto losses = model.train_step(cb);
+      const double fwd = since(t);
+      sp.text += text_fwd;
+      sp.prompt += fwd - text_fwd;
+      t = Clock::now();
+      opt.zero_grad();
+      losses.at("total").backward();
+      sp.backward += since(t);
+      t = Clock::now();
+      opt.step();
+      sp.optimizer += since(t);
+      std::cout << "  step " << step << ": total loss " << losses.at("total").item<double>() << "\n";
+    }
+    const double k = static_cast<double>(step_only);
+    std::cout << std::fixed << std::setprecision(3) << "[cached step] per step (s): prompt_learner " << sp.prompt / k
+              << "  text_encoder " << sp.text / k << "  backward " << sp.backward / k << "  optimizer "
+              << sp.optimizer / k << "  total " << sp.total() / k << "\n";
+    return 0;
   }
   zsad::models::VisionRequest req;
   req.vv_depth = cc.vision_layers;

@@ -39,6 +39,10 @@ at::Tensor encode_prefix(ClipModel& model, const at::Tensor& x_in, const at::Ten
 }  // namespace
 
 TextTower make_cops_text_tower(ClipModel model) {
+  // The tower is frozen: without this, autograd would also compute the weight gradients of every
+  // text block in each backward (the CoPS gradient only needs the input/deep-prompt path).
+  for (auto& item : model->named_parameters())
+    if (item.key().rfind("visual.", 0) != 0) item.value().set_requires_grad(false);
   TextTower t;
   t.embed_tokens = [model](const at::Tensor& ids) mutable {
     at::NoGradGuard no_grad;
