@@ -74,29 +74,39 @@ data::AnomalySynthesisConfig synthesis_config(const AptOptions& o) {
   return c;
 }
 
-SyntheticBatch synthesize_batch(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
-                                const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
-                                uint64_t step) {
+SyntheticBatch synthesize_variants(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
+                                   const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
+                                   uint64_t step, const std::vector<int64_t>& variants) {
   const int64_t K = images01.size(0), C = images01.size(1), H = images01.size(2), W = images01.size(3);
   auto imgs = images01.to(at::kFloat).contiguous();
   at::Tensor om;
   if (object_masks.defined()) om = object_masks.to(at::kByte).contiguous();
+  const int64_t n = static_cast<int64_t>(variants.size());
   SyntheticBatch out;
-  out.images = at::empty({K * r, C, H, W}, at::kFloat);
-  out.masks = at::empty({K * r, H, W}, at::kFloat);
-  for (int64_t i = 0; i < K; ++i) {
+  out.images = at::empty({n, C, H, W}, at::kFloat);
+  out.masks = at::empty({n, H, W}, at::kFloat);
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t j = variants[static_cast<size_t>(row)];
+    if (j < 0 || j >= K * r)
+      throw Error("synthesize_variants: variant " + std::to_string(j) + " outside [0, " + std::to_string(K * r) + ")");
+    const int64_t i = j / r;
     const float* src = imgs.data_ptr<float>() + i * C * H * W;
     const uint8_t* obj = om.defined() ? om.data_ptr<uint8_t>() + i * H * W : nullptr;
-    for (int64_t v = 0; v < r; ++v) {
-      const int64_t j = i * r + v;
-      data::Rng rng(data::mix_seed(seed, stream, step, static_cast<uint64_t>(j)));
-      auto s = data::synthesize_anomaly(src, static_cast<int>(C), static_cast<int>(H), static_cast<int>(W), obj, cfg, rng);
-      std::copy(s.image.begin(), s.image.end(), out.images.data_ptr<float>() + j * C * H * W);
-      float* m = out.masks.data_ptr<float>() + j * H * W;
-      for (int64_t p = 0; p < H * W; ++p) m[p] = s.mask[p] ? 1.f : 0.f;
-    }
+    data::Rng rng(data::mix_seed(seed, stream, step, static_cast<uint64_t>(j)));
+    auto s = data::synthesize_anomaly(src, static_cast<int>(C), static_cast<int>(H), static_cast<int>(W), obj, cfg, rng);
+    std::copy(s.image.begin(), s.image.end(), out.images.data_ptr<float>() + row * C * H * W);
+    float* m = out.masks.data_ptr<float>() + row * H * W;
+    for (int64_t p = 0; p < H * W; ++p) m[p] = s.mask[p] ? 1.f : 0.f;
   }
   return out;
+}
+
+SyntheticBatch synthesize_batch(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
+                                const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
+                                uint64_t step) {
+  std::vector<int64_t> all(static_cast<size_t>(images01.size(0) * r));
+  for (size_t j = 0; j < all.size(); ++j) all[j] = static_cast<int64_t>(j);
+  return synthesize_variants(images01, object_masks, r, cfg, seed, stream, step, all);
 }
 
 at::Tensor clip_denormalize(const at::Tensor& x) {

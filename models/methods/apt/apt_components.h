@@ -47,6 +47,12 @@ struct SyntheticBatch {
 SyntheticBatch synthesize_batch(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
                                 const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
                                 uint64_t step);
+// The variants `variants` (global indices j = i*r + v, any subset, any order) of that batch, drawn
+// exactly as synthesize_batch draws them: rows equal synthesize_batch's rows j. Data-parallel
+// training synthesises only a rank's share this way.
+SyntheticBatch synthesize_variants(const at::Tensor& images01, const at::Tensor& object_masks, int64_t r,
+                                   const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
+                                   uint64_t step, const std::vector<int64_t>& variants);
 
 // CLIP normalisation round trip (data/transforms.h constants): [B,3,S,S].
 at::Tensor clip_denormalize(const at::Tensor& x);

@@ -188,10 +188,6 @@ AptMethod::AptMethod(const OptionMap& options) : base_(options) {
     state_root_ = job && *job ? std::string(job) + "/apt" : "apt_state";
   }
   AptOptions o = parse(options);
-  if (!o.shot_list.empty())
-    throw Error("method.apt.shot_list: the evaluation engine passes support images without file names, so a "
-                "WinCLIP shot list cannot be matched in a run yet (few_shot.h shots_from_list does the matching); "
-                "use shot_seed");
   if (!options.has("method.apt.vv_depth") && options.has("model.vv_depth"))
     o.vv_depth = options.integer("model.vv_depth", -1);
   model_ = std::make_unique<AptModel>(o, clip_, tokenize_);
@@ -222,6 +218,33 @@ void AptMethod::begin_dataset(const DatasetContext& ctx) {
   }
   classes_ = ctx.classes;
   mine_.clear();
+  ddp_ = model_->options().class_parallel == ClassParallel::kDdp;
+  if (ddp_) {
+    // Every class on every rank, its training batch split over the ranks (AptModel::fit_class).
+    AptParallel p;
+    if (ctx.world_size > 1 && ctx.allreduce_sum) {
+      p.rank = ctx.rank;
+      p.world_size = ctx.world_size;
+      p.allreduce_sum = ctx.allreduce_sum;
+    } else if (world_ > 1) {
+      std::cout << "[apt rank " << rank_ << "] class_parallel ddp without the engine's communicator: every rank "
+                << "trains every class on the whole batch" << std::endl;
+    }
+    model_->set_parallel(p);
+    assignment_.assign(classes_.size(), -1);
+    for (const auto& c : classes_) mine_.insert(c);
+    dataset_dir_ = state_root_ + "/" + safe(ctx.name.empty() ? "dataset" : ctx.name);
+    fs::create_directories(dataset_dir_);
+    if (p.rank == 0) {
+      std::ofstream f(dataset_dir_ + "/shards.txt");
+      f << "# class_parallel ddp: every class trained by all " << p.world_size << " ranks (rank -1 = all)\n";
+      for (const auto& c : classes_) f << c << " -1\n";
+    }
+    std::cout << "apt " << ctx.name << ": rank " << p.rank << "/" << p.world_size << " trains all " << classes_.size()
+              << " classes data-parallel (class_parallel ddp)" << std::endl;
+    return;
+  }
+  model_->set_parallel(AptParallel{});
   // Every class costs the same (k shots, the same number of steps): equal weights.
   const std::vector<int64_t> weights(classes_.size(), model_->options().shots);
   const int world = shard_ ? world_ : 1;
@@ -262,13 +285,27 @@ void AptMethod::prepare_class(const SupportSet& support) {
                 "' has no support set; APT is few-shot: set eval.datasets.<name>.shots >= method.apt.shots");
   if (!mine_.count(support.class_name)) return;  // another rank trains it
   const int64_t n = support.images.size(0);
-  // The engine supplies n normal training images; k of them are drawn by seed (or named in a
-  // WinCLIP shot list by their position among the supplied images).
+  // The engine supplies n normal training images (with their file names); k of them are drawn by
+  // seed, or named in a WinCLIP shot list (matched by file stem).
+  const bool named = static_cast<int64_t>(support.names.size()) == n;
   std::vector<data::Sample> cands(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i)
-    cands[i].img_path = std::to_string(i < static_cast<int64_t>(support.indices.size()) ? support.indices[i] : i);
+    cands[i].img_path = named ? support.names[i]
+                              : std::to_string(i < static_cast<int64_t>(support.indices.size()) ? support.indices[i] : i);
   ShotSelection sel;
-  if (n == o.shots) {
+  if (!o.shot_list.empty()) {
+    if (!named)
+      throw Error("method.apt.shot_list: the support set of class '" + support.class_name +
+                  "' carries no file names (the engine's support pool is needed)");
+    const std::string path = shot_list_path(o.shot_list, support.class_name);
+    const int64_t run = o.shot_list_run < 0 ? static_cast<int64_t>(seed_) : o.shot_list_run;
+    try {
+      sel = shots_from_list(support.class_name, cands, o.shots, path, run);
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (the support pool is the first " + std::to_string(n) +
+                  " normal training images: raise eval.datasets.<name>.shots to include the listed files)");
+    }
+  } else if (n == o.shots) {
     sel.class_name = support.class_name;
     for (int64_t i = 0; i < n; ++i) {
       sel.indices.push_back(i);
@@ -291,7 +328,7 @@ void AptMethod::prepare_class(const SupportSet& support) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "[apt rank " << rank_ << "] class " << support.class_name << ": " << o.shots << " shots, "
             << st.history.size() << " steps in " << secs << " s" << std::endl;
-  if (shard_ && world_ > 1) write_class_state(class_file(support.class_name), st);
+  if (!ddp_ && shard_ && world_ > 1) write_class_state(class_file(support.class_name), st);
 }
 
 void AptMethod::ensure_class(const std::string& cls) {

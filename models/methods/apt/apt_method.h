@@ -52,6 +52,7 @@ class AptMethod : public Method {
   uint64_t seed_ = 0;
   int rank_ = 0, world_ = 1;
   bool shard_ = true;
+  bool ddp_ = false;  // class_parallel ddp
   double gather_timeout_s_ = 3600;
   std::string state_root_, dataset_dir_;
   std::vector<std::string> classes_;

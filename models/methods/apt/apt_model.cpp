@@ -150,38 +150,51 @@ at::Tensor AptModel::object_masks(const std::string& cls, const AptFeatures& cle
 
 AptLosses AptModel::losses(const AptFeatures& f, const at::Tensor& labels, const at::Tensor& masks,
                            const at::Tensor& t_n, const at::Tensor& t_a, const at::Tensor& t_a_all,
-                           const at::Tensor& meta_n, const at::Tensor& meta_a) const {
+                           const at::Tensor& meta_n, const at::Tensor& meta_a, const LossShare* share) const {
   const auto& o = options_;
   AptLosses l;
   const int64_t B = f.global.size(0), P = f.patches.size(1);
   const int64_t h = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(P))));
+  // This rank's part of a mean over the global batch (the term itself in a single process).
+  auto part = [share](const at::Tensor& t, int64_t n, int64_t n_global) {
+    if (!share) return t;
+    return t * (static_cast<double>(n) / static_cast<double>(n_global));
+  };
+  const int64_t Bg = share ? share->images_global : B;
   auto img_logits = two_way_logits(f.global, t_n, t_a, o.tau);
-  l.image = cops::image_ce_loss(img_logits, labels);
+  l.image = part(cops::image_ce_loss(img_logits, labels), B, Bg);
   auto probs = at::softmax(two_way_logits(f.patches, t_n, t_a, o.tau), -1);  // [B,P,2]
   probs = probs.permute({0, 2, 1}).reshape({B, 2, h, h});
   const int64_t S = masks.size(-1);
   probs = at::upsample_bilinear2d(probs, {S, S}, false);
-  l.focal = cops::focal_loss(probs, masks, o.focal_gamma);
-  l.dice = cops::dice_loss(probs.select(1, 1), masks) + cops::dice_loss(probs.select(1, 0), 1.0 - masks);
+  l.focal = part(cops::focal_loss(probs, masks, o.focal_gamma), B, Bg);
+  l.dice = part(cops::dice_loss(probs.select(1, 1), masks) + cops::dice_loss(probs.select(1, 0), 1.0 - masks), B, Bg);
   l.pixel = l.focal + l.dice;
   l.task = o.w_image * l.image + o.w_pixel * l.pixel;
   auto clean = (labels == 0).nonzero().flatten();
   if (o.promptad_terms && clean.numel() > 0) {
     auto fc = f.global.index_select(0, clean);
-    l.v2t = v2t_loss(fc, t_n, t_a_all, o.promptad_tau);
-    l.triplet = triplet_loss(fc, t_n, t_a, o.triplet_margin);
+    const int64_t nc = clean.numel(), ncg = share ? share->clean_global : nc;
+    l.v2t = part(v2t_loss(fc, t_n, t_a_all, o.promptad_tau), nc, ncg);
+    l.triplet = part(triplet_loss(fc, t_n, t_a, o.triplet_margin), nc, ncg);
     l.task = l.task + o.w_v2t * l.v2t + o.w_triplet * l.triplet;
+  } else if (o.promptad_terms && share && share->clean_global > 0) {
+    l.v2t = at::zeros({}, l.task.options());  // other ranks hold the clean shots
+    l.triplet = at::zeros({}, l.task.options());
   }
   if (meta_n.defined() && o.smgs_mode != SmgsMode::kNone) {
     if (o.smgs_loss == SmgsLoss::kKl) {
-      l.guidance = kl_guidance(two_way_logits(f.global, meta_n, meta_a, o.tau), img_logits, o.smgs_kl_temperature);
+      l.guidance = part(kl_guidance(two_way_logits(f.global, meta_n, meta_a, o.tau), img_logits, o.smgs_kl_temperature),
+                        B, Bg);
       if (o.smgs_patch_kl) {
         auto pf = f.patches.reshape({-1, f.patches.size(-1)});
-        l.guidance = l.guidance + kl_guidance(two_way_logits(pf, meta_n, meta_a, o.tau),
-                                              two_way_logits(pf, t_n, t_a, o.tau), o.smgs_kl_temperature);
+        l.guidance = l.guidance + part(kl_guidance(two_way_logits(pf, meta_n, meta_a, o.tau),
+                                                   two_way_logits(pf, t_n, t_a, o.tau), o.smgs_kl_temperature),
+                                       B, Bg);
       }
     } else {
       l.guidance = l2_guidance(t_n, t_a, meta_n, meta_a);
+      if (share) l.guidance = l.guidance * (share->owner ? 1.0 : 0.0);  // counted once over the ranks
     }
   }
   return l;
@@ -217,26 +230,81 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
     const int64_t r = o.variants();
     const auto cfg = synthesis_config(o);
     const auto shots01 = clip_denormalize(shots.to(at::kFloat));
-    auto labels = at::cat({at::zeros({K}, at::kLong), at::ones({K * r}, at::kLong)});
+    // Data parallelism (class_parallel ddp): the global batch of a step is the K clean shots
+    // (g = 0..K-1) and the K*r synthetic variants (g = K + j); this rank holds g mod world == rank.
+    // Every sample's randomness is keyed by its global index, so the sum over ranks does not
+    // depend on the number of ranks.
+    const bool ddp = parallel_.active();
+    const int64_t Bg = K + K * r;
+    if (ddp && parallel_.world_size > Bg)
+      throw Error("method.apt.class_parallel ddp: " + std::to_string(parallel_.world_size) + " ranks for a batch of " +
+                  std::to_string(Bg) + " images (k + k*r) of class '" + cls + "'; use fewer ranks or class_parallel shard");
+    std::vector<int64_t> my_clean, my_variants;
+    for (int64_t g = 0; g < Bg; ++g) {
+      if (ddp && g % parallel_.world_size != parallel_.rank) continue;
+      if (g < K) my_clean.push_back(g);
+      else my_variants.push_back(g - K);
+    }
+    const int64_t Kl = static_cast<int64_t>(my_clean.size()), Vl = static_cast<int64_t>(my_variants.size());
+    AptFeatures clean_l = clean;
+    if (ddp) {
+      auto idx = at::tensor(my_clean, at::kLong);
+      clean_l.global = clean.global.index_select(0, idx);
+      clean_l.patches = clean.patches.index_select(0, idx);
+    }
+    LossShare share;
+    share.images = Kl + Vl;
+    share.images_global = Bg;
+    share.clean = Kl;
+    share.clean_global = K;
+    share.owner = parallel_.rank == 0;
+    auto labels = at::cat({at::zeros({Kl}, at::kLong), at::ones({Vl}, at::kLong)});
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
       const double lr = cosine_lr(o.lr, o.eta_min, epoch, o.epochs);
       for (int64_t s = 0; s < o.steps_per_epoch; ++s) {
         const int64_t step = epoch * o.steps_per_epoch + s;
-        auto syn = synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step);
-        auto sf = encode(clip_normalize(syn.images));
+        auto syn = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step, my_variants)
+                       : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step);
         AptFeatures f;
-        f.global = at::cat({clean.global, sf.global});
-        f.patches = at::cat({clean.patches, sf.patches});
-        auto masks = at::cat({at::zeros({K, S, S}, at::kFloat), syn.masks});
+        if (Vl > 0) {
+          auto sf = encode(clip_normalize(syn.images));
+          f.global = at::cat({clean_l.global, sf.global});
+          f.patches = at::cat({clean_l.patches, sf.patches});
+        } else {
+          f.global = clean_l.global;
+          f.patches = clean_l.patches;
+        }
+        auto masks = at::cat({at::zeros({Kl, S, S}, at::kFloat), syn.masks});
         auto [Tn, Ta] = prompts.encode(tower_);
         auto t_n = anchor(Tn, o.train_anchor), t_a = anchor(Ta, o.train_anchor);
         auto L = losses(f, labels, masks, t_n, t_a, normalize_rows(Ta), guided ? st.meta_n : at::Tensor(),
-                        guided ? st.meta_a : at::Tensor());
+                        guided ? st.meta_a : at::Tensor(), ddp ? &share : nullptr);
         const bool has_g = L.guidance.defined();
         auto gd = torch::autograd::grad({L.task}, params, {}, /*retain_graph=*/has_g, false, /*allow_unused=*/true);
         std::vector<at::Tensor> grads(params.size());
         std::vector<at::Tensor> gg;
         if (has_g) gg = torch::autograd::grad({L.guidance}, params, {}, false, false, true);
+        if (ddp) {
+          // Sum the ranks' partial gradients (task and guidance, one collective); the projection
+          // below then acts on the global gradients, identically on every rank.
+          std::vector<at::Tensor> flat;
+          for (size_t i = 0; i < params.size(); ++i)
+            flat.push_back((gd[i].defined() ? gd[i] : at::zeros_like(params[i])).reshape({-1}));
+          if (has_g)
+            for (size_t i = 0; i < params.size(); ++i)
+              flat.push_back((gg[i].defined() ? gg[i] : at::zeros_like(params[i])).reshape({-1}));
+          auto all = at::cat(flat).contiguous();
+          parallel_.allreduce_sum(all);
+          int64_t off = 0;
+          auto take = [&](const at::Tensor& p) {
+            auto g = all.narrow(0, off, p.numel()).view(p.sizes());
+            off += p.numel();
+            return g;
+          };
+          for (size_t i = 0; i < params.size(); ++i) gd[i] = take(params[i]);
+          if (has_g)
+            for (size_t i = 0; i < params.size(); ++i) gg[i] = take(params[i]);
+        }
         for (size_t i = 0; i < params.size(); ++i) {
           auto d = gd[i].defined() ? gd[i] : at::zeros_like(params[i]);
           if (has_g && gg[i].defined()) {
@@ -254,6 +322,20 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
         if (L.v2t.defined()) h["v2t"] = L.v2t.item<double>();
         if (L.triplet.defined()) h["triplet"] = L.triplet.item<double>();
         if (has_g) h["guidance"] = L.guidance.item<double>();
+        if (ddp) {
+          // The logged terms are the global batch's (sum of the ranks' parts).
+          std::vector<std::string> keys;
+          std::vector<double> vals;
+          for (const auto& [k, v] : h)
+            if (k != "lr") {
+              keys.push_back(k);
+              vals.push_back(v);
+            }
+          auto t = at::tensor(vals, at::kDouble);
+          parallel_.allreduce_sum(t);
+          for (size_t i = 0; i < keys.size(); ++i) h[keys[i]] = t[static_cast<int64_t>(i)].item<double>();
+          h["local_batch"] = static_cast<double>(Kl + Vl);
+        }
         st.history.push_back(h);
       }
       if (o.smgs_mode == SmgsMode::kEma) {

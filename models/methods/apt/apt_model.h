@@ -45,6 +45,24 @@ struct AptLosses {
   at::Tensor task, image, pixel, focal, dice, v2t, triplet, guidance;
 };
 
+// Data parallelism of one class's training (class_parallel ddp): this rank's place and the sum
+// over ranks (in place; every rank must call fit_class for the same classes in the same order).
+struct AptParallel {
+  int rank = 0, world_size = 1;
+  std::function<void(at::Tensor&)> allreduce_sum;
+  bool active() const { return world_size > 1 && static_cast<bool>(allreduce_sum); }
+};
+
+// This rank's share of a global batch under data parallelism: every mean-type loss term is
+// multiplied by (local count / global count), so the sum over ranks of the terms (and of their
+// gradients) is the single-process value; sample-independent terms (L2 guidance) count on the
+// owner rank only.
+struct LossShare {
+  int64_t images = 0, images_global = 0;  // rows of the batch (clean + synthetic)
+  int64_t clean = 0, clean_global = 0;    // clean shots (PromptAD terms)
+  bool owner = true;                      // rank 0
+};
+
 class AptModel {
  public:
   // tokenize: text -> padded ids; the CLIP model is frozen and shared (handle copy).
@@ -73,7 +91,11 @@ class AptModel {
   // rows), meta anchors (undefined with SMGS off).
   AptLosses losses(const AptFeatures& f, const at::Tensor& labels, const at::Tensor& masks, const at::Tensor& t_n,
                    const at::Tensor& t_a, const at::Tensor& t_a_all, const at::Tensor& meta_n,
-                   const at::Tensor& meta_a) const;
+                   const at::Tensor& meta_a, const LossShare* share = nullptr) const;
+
+  // Data parallelism for fit_class (default: single process).
+  void set_parallel(AptParallel p) { parallel_ = std::move(p); }
+  const AptParallel& parallel() const { return parallel_; }
 
   std::function<void(const std::string&)> log;  // optional progress lines
 
@@ -87,6 +109,7 @@ class AptModel {
   TextTower tower_;
   int64_t vv_depth_ = 0;
   std::map<std::string, AptClassState> classes_;
+  AptParallel parallel_;
 };
 
 // Plain SGD with momentum and weight decay, PyTorch semantics (buf = g + wd*p on the first step,

@@ -145,6 +145,7 @@ const EnumDef<AnchorMean> kAnchor{{{"raw", AnchorMean::kRaw}, {"normalized", Anc
 const EnumDef<Optimizer> kOptim{{{"sgd", Optimizer::kSgd}, {"adam", Optimizer::kAdam}}};
 const EnumDef<TextImageScore> kTextScore{{{"global", TextImageScore::kGlobal}, {"max_patch", TextImageScore::kMaxPatch}}};
 const EnumDef<ImageScore> kImageScore{{{"fusion", ImageScore::kFusion}, {"max_map", ImageScore::kMaxMap}}};
+const EnumDef<ClassParallel> kParallel{{{"shard", ClassParallel::kShard}, {"ddp", ClassParallel::kDdp}}};
 const EnumDef<ClassNameMapping> kMapping{{{"promptad", ClassNameMapping::kPromptAD},
                                           {"none", ClassNameMapping::kNone}}};
 
@@ -155,6 +156,7 @@ const std::vector<KeyDef>& key_table() {
         APT_INT(shot_seed, "V-code:PromptAD", "seed of the shot draw (PromptAD seed 111); -1 = the run seed"),
         APT_STRING(shot_list, "V-code:PromptAD",
                    "WinCLIP seed-file pattern with {cls} (lines '#k: name ...'); null = draw by seed"),
+        APT_INT(shot_list_run, "R", "which '#k:' run of the shot list (mod the runs listed); -1 = the run seed"),
         APT_INT(variants_per_shot, "R", "r synthetic variants per shot and step; -1 = 4 for k=1, else 2"),
         APT_ENUM(synth_region, kRegion, "R", "anomaly region mask: perlin (DRAEM) | shapes | mixed"),
         APT_ENUM(synth_noise, kNoise, "R", "noise family: mixed (gaussian/uniform/salt-pepper 0.6/0.2/0.2) | gaussian"),
@@ -227,6 +229,9 @@ const std::vector<KeyDef>& key_table() {
         APT_ENUM(image_score, kImageScore, "R",
                  "image score: fusion of s_txt and s_vis (PromptAD) | max_map (max of the fused anomaly map)"),
         APT_DOUBLE(score_tau, "V-code:PromptAD", "scoring softmax scale (raw logit_scale ~4.6, PromptAD quirk)"),
+        APT_ENUM(class_parallel, kParallel, "impl",
+                 "several ranks: shard (each class on one rank) | ddp (every class on all ranks, its synthetic "
+                 "batch split over them, gradients summed)"),
     };
     const AptOptions defaults;
     for (auto& k : t) k.info.default_value = k.get(defaults);

@@ -24,12 +24,14 @@ enum class ClassNameMapping { kPromptAD, kNone };
 enum class Optimizer { kSgd, kAdam };
 enum class TextImageScore { kGlobal, kMaxPatch };  // s_txt from the global feature or the text map's max
 enum class ImageScore { kFusion, kMaxMap };         // fuse(s_txt, s_vis) or the max of the fused map
+enum class ClassParallel { kShard, kDdp };          // ranks split the classes | every class over all ranks
 
 struct AptOptions {
   // --- few-shot protocol ---
   int64_t shots = 4;                 // k normal shots per class
   int64_t shot_seed = 111;           // seed of the shot draw (PromptAD's seed); -1 = the run seed
   std::string shot_list;             // WinCLIP seed file pattern ("{cls}" replaced); "" = draw by seed
+  int64_t shot_list_run = -1;        // run of the shot list (mod the runs listed for k); -1 = the run seed
   int64_t variants_per_shot = -1;    // r synthetic variants per shot; -1 = 4 for k=1, else 2
 
   // --- anomaly synthesis (spec §2, [R]) ---
@@ -96,6 +98,12 @@ struct AptOptions {
   double score_tau = 4.6052;         // PromptAD scoring quirk: raw logit_scale, not exp()
   TextImageScore text_image_score = TextImageScore::kGlobal;  // PromptAD: global feature
   ImageScore image_score = ImageScore::kFusion;                // PromptAD: fuse(s_txt, s_vis)
+
+  // --- parallelism over ranks (impl) ---
+  // shard: each class trained on one rank (method.apt.shard_classes); ddp: every class trained on
+  // all ranks, the clean shots and synthetic variants of a step split over the ranks (global
+  // sample index g mod world), gradients summed through the evaluation's communicator.
+  ClassParallel class_parallel = ClassParallel::kShard;
 
   int64_t variants() const { return variants_per_shot >= 0 ? variants_per_shot : (shots <= 1 ? 4 : 2); }
   void validate() const;

@@ -1,0 +1,357 @@
+// APT across ranks and the support set's names: data parallelism of one class (class_parallel
+// ddp) with simulated ranks (threads behind an in-process allreduce) gives the single-process
+// prompts; a WinCLIP shot list selects the named support images.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+
+#include "common/error.h"
+#include "models/clip/clip_model.h"
+#include "models/methods/apt/apt_components.h"
+#include "models/methods/apt/apt_method.h"
+#include "models/methods/apt/apt_model.h"
+#include "models/methods/method.h"
+
+namespace apt = zsad::models::apt;
+namespace fs = std::filesystem;
+using zsad::models::OptionMap;
+
+namespace {
+
+// Every rank deposits a tensor; all receive the element-wise sum (summed in rank order).
+class InProcessSum {
+ public:
+  explicit InProcessSum(int world) : world_(world), slots_(world) {}
+  void allreduce(int rank, at::Tensor& t) {
+    std::unique_lock<std::mutex> lock(m_);
+    const uint64_t my_gen = gen_;
+    slots_[rank] = t.clone();
+    if (++arrived_ == world_) {
+      result_ = slots_[0].clone();
+      for (int r = 1; r < world_; ++r) result_ += slots_[r];
+      arrived_ = 0;
+      ++gen_;
+      ++calls_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return gen_ != my_gen; });
+    }
+    t.copy_(result_);
+  }
+  std::function<void(at::Tensor&)> hook(int rank) {
+    return [this, rank](at::Tensor& t) { allreduce(rank, t); };
+  }
+  int64_t calls() const { return calls_; }
+
+ private:
+  int world_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  uint64_t gen_ = 0;
+  int64_t calls_ = 0;
+  std::vector<at::Tensor> slots_;
+  at::Tensor result_;
+};
+
+zsad::models::ClipModel tiny_clip() {
+  at::manual_seed(1234);
+  zsad::models::ClipModel m(zsad::models::clip_config("tiny"));
+  m->eval();
+  for (auto& p : m->parameters()) p.set_requires_grad(false);
+  return m;
+}
+
+// A deterministic word-hash tokenizer (thread-safe, no vocabulary file).
+apt::Tokenize hash_tok() {
+  return [](const std::string& s) {
+    std::vector<int64_t> ids(77, 0);
+    ids[0] = 49406;
+    size_t n = 1;
+    std::string w;
+    auto flush = [&] {
+      if (w.empty() || n >= 76) return;
+      uint64_t h = 1469598103934665603ull;
+      for (char c : w) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      ids[n++] = static_cast<int64_t>(h % 49000) + 1;
+      w.clear();
+    };
+    for (char c : s) {
+      if (c == ' ') flush();
+      else w += c;
+    }
+    flush();
+    ids[n] = 49407;
+    return ids;
+  };
+}
+
+apt::AptOptions ddp_options() {
+  apt::AptOptions o;
+  o.shots = 2;
+  o.variants_per_shot = 2;  // global batch 2 clean + 4 synthetic
+  o.epochs = 3;
+  o.steps_per_epoch = 2;
+  o.memory_layers = {1, 2};
+  o.optimizer = apt::Optimizer::kAdam;
+  o.lr = 0.05;
+  o.init_std = 1.0;
+  return o;
+}
+
+at::Tensor shots(int64_t k, int64_t S) {
+  at::manual_seed(99);
+  return apt::clip_normalize(at::rand({k, 3, S, S}));
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+// Trains one class on `world` simulated ranks; returns every rank's state.
+std::vector<apt::AptClassState> fit_on_ranks(const apt::AptOptions& o, int world, const at::Tensor& x) {
+  std::vector<std::unique_ptr<apt::AptModel>> models;
+  for (int r = 0; r < world; ++r) models.push_back(std::make_unique<apt::AptModel>(o, tiny_clip(), hash_tok()));
+  InProcessSum group(world);
+  for (int r = 0; r < world; ++r) {
+    apt::AptParallel p;
+    p.rank = r;
+    p.world_size = world;
+    p.allreduce_sum = group.hook(r);
+    models[r]->set_parallel(p);
+  }
+  std::vector<apt::AptClassState> out(world);
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        out[r] = models[r]->fit_class("metal_nut", x, 7);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  EXPECT_GT(group.calls(), 0);
+  return out;
+}
+
+void expect_same_training(const apt::AptClassState& one, const apt::AptClassState& many, const std::string& what) {
+  EXPECT_LT(max_diff(one.ctx, many.ctx), 1e-5) << what;
+  EXPECT_LT(max_diff(one.ctx_abnormal, many.ctx_abnormal), 1e-5) << what;
+  EXPECT_LT(max_diff(one.meta_n, many.meta_n), 1e-5) << what;
+  EXPECT_LT(max_diff(one.meta_a, many.meta_a), 1e-5) << what;
+  EXPECT_LT(max_diff(one.t_a, many.t_a), 1e-5) << what;
+  ASSERT_EQ(one.history.size(), many.history.size()) << what;
+  for (size_t s = 0; s < one.history.size(); ++s)
+    for (const auto& [k, v] : one.history[s]) {
+      ASSERT_TRUE(many.history[s].count(k)) << what << " step " << s << " lacks " << k;
+      EXPECT_NEAR(many.history[s].at(k), v, 1e-5 * std::max(1.0, std::abs(v))) << what << " step " << s << " " << k;
+    }
+}
+
+}  // namespace
+
+TEST(AptSynthesis, VariantsEqualTheBatchRowsTheyName) {
+  at::manual_seed(3);
+  auto imgs = at::rand({2, 3, 32, 32});
+  const auto cfg = apt::synthesis_config(apt::AptOptions{});
+  auto all = apt::synthesize_batch(imgs, at::Tensor(), 3, cfg, 11, 1, 5);
+  auto some = apt::synthesize_variants(imgs, at::Tensor(), 3, cfg, 11, 1, 5, {4, 1, 5});
+  ASSERT_EQ(some.images.size(0), 3);
+  EXPECT_TRUE(at::equal(some.images[0], all.images[4]));
+  EXPECT_TRUE(at::equal(some.images[1], all.images[1]));
+  EXPECT_TRUE(at::equal(some.masks[2], all.masks[5]));
+  EXPECT_FALSE(at::equal(some.images[0], all.images[1]));
+  EXPECT_THROW(apt::synthesize_variants(imgs, at::Tensor(), 3, cfg, 11, 1, 5, {6}), zsad::Error);
+}
+
+TEST(AptDdp, TwoRanksGiveTheOneRankPromptsProjectionAndKl) {
+  const auto o = ddp_options();
+  const auto x = shots(2, 32);
+  apt::AptModel single(o, tiny_clip(), hash_tok());
+  const auto one = single.fit_class("metal_nut", x, 7);
+  // The prompts did move (the comparison is not between two untouched initialisations).
+  apt::AptOptions untrained = o;
+  untrained.train = false;
+  apt::AptModel init(untrained, tiny_clip(), hash_tok());
+  EXPECT_GT(max_diff(init.fit_class("metal_nut", x, 7).ctx, one.ctx), 1e-2);
+
+  const auto two = fit_on_ranks(o, 2, x);
+  for (int r = 0; r < 2; ++r) {
+    expect_same_training(one, two[r], "rank " + std::to_string(r) + "/2");
+    // Each rank encoded only its share: 6 images, 3 on each rank.
+    for (const auto& h : two[r].history) EXPECT_EQ(h.at("local_batch"), 3.0);
+  }
+  EXPECT_TRUE(at::equal(two[0].ctx, two[1].ctx));  // the ranks stay bit-identical
+}
+
+TEST(AptDdp, ThreeRanksGiveTheOneRankPromptsAdditiveL2) {
+  auto o = ddp_options();
+  o.smgs_loss = apt::SmgsLoss::kL2;  // sample-independent guidance: counted once over the ranks
+  o.smgs_grad = apt::SmgsGrad::kBoth;
+  o.optimizer = apt::Optimizer::kSgd;
+  o.lr = 0.5;
+  const auto x = shots(2, 32);
+  apt::AptModel single(o, tiny_clip(), hash_tok());
+  const auto one = single.fit_class("metal_nut", x, 7);
+  const auto three = fit_on_ranks(o, 3, x);
+  for (int r = 0; r < 3; ++r) {
+    expect_same_training(one, three[r], "rank " + std::to_string(r) + "/3");
+    for (const auto& h : three[r].history) EXPECT_EQ(h.at("local_batch"), 2.0);
+  }
+  // More ranks than images in the batch is an error naming the key (before any collective).
+  apt::AptModel crowded(o, tiny_clip(), hash_tok());
+  crowded.set_parallel({0, 7, [](at::Tensor&) {}});
+  try {
+    crowded.fit_class("metal_nut", x, 7);
+    ADD_FAILURE() << "7 ranks for 6 images were accepted";
+  } catch (const zsad::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("class_parallel"), std::string::npos) << e.what();
+  }
+}
+
+TEST(AptDdp, MethodTrainsEveryClassOnAllRanksThroughTheDatasetContext) {
+  const std::string dir = "/tmp/zsad_apt_ddp_" + std::to_string(::getpid());
+  auto options = [&](const std::string& parallel) {
+    OptionMap o;
+    o.set("method.name", "apt");
+    o.set("model.arch", "tiny");
+    o.set("model.image_size", "32");
+    o.set("model.init_seed", "3");
+    o.set("seed", "5");
+    o.set("method.apt.shots", "2");
+    o.set("method.apt.epochs", "2");
+    o.set("method.apt.memory_layers", "[1, 2]");
+    o.set("method.apt.init_std", "1.0");
+    o.set("method.apt.optimizer", "adam");
+    o.set("method.apt.lr", "0.05");
+    o.set("method.apt.class_parallel", parallel);
+    o.set("method.apt.state_dir", dir + "_" + parallel);
+    return o;
+  };
+  at::manual_seed(21);
+  zsad::models::SupportSet sup;
+  sup.class_name = "gear";
+  sup.images = apt::clip_normalize(at::rand({3, 3, 32, 32}));
+  sup.indices = {0, 1, 2};
+  sup.names = {"g/train/good/000.png", "g/train/good/001.png", "g/train/good/002.png"};
+
+  auto single = zsad::models::make_method(options("shard"));
+  zsad::models::DatasetContext ctx1;
+  ctx1.name = "d";
+  ctx1.classes = {"gear"};
+  single->begin_dataset(ctx1);
+  single->prepare_class(sup);
+  const auto ref = dynamic_cast<apt::AptMethod&>(*single).model().class_state("gear").ctx.clone();
+
+  std::vector<std::unique_ptr<zsad::models::Method>> ranks;
+  for (int r = 0; r < 2; ++r) ranks.push_back(zsad::models::make_method(options("ddp")));
+  InProcessSum group(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        zsad::models::DatasetContext ctx = ctx1;
+        ctx.rank = r;
+        ctx.world_size = 2;
+        ctx.allreduce_sum = group.hook(r);
+        ranks[r]->begin_dataset(ctx);
+        ranks[r]->prepare_class(sup);
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(errors[r], "") << "rank " << r;
+    auto& m = dynamic_cast<apt::AptMethod&>(*ranks[r]);
+    ASSERT_TRUE(m.model().has_class("gear")) << "rank " << r;  // trained here, not gathered
+    EXPECT_LT(max_diff(m.model().class_state("gear").ctx, ref), 1e-5) << "rank " << r;
+    EXPECT_EQ(m.model().class_state("gear").history.front().at("local_batch"), 3.0);
+  }
+  EXPECT_GT(group.calls(), 0);
+  std::ifstream shards(dir + "_ddp/d/shards.txt");
+  std::string first;
+  std::getline(shards, first);
+  EXPECT_NE(first.find("ddp"), std::string::npos) << first;
+  fs::remove_all(dir + "_ddp");
+  fs::remove_all(dir + "_shard");
+}
+
+TEST(AptShotList, SelectsTheNamedSupportImages) {
+  const std::string dir = "/tmp/zsad_apt_shotlist_" + std::to_string(::getpid());
+  fs::create_directories(dir + "/gear");
+  {
+    std::ofstream f(dir + "/gear/selected_samples_per_run.txt");
+    f << "#1: 004\n#2: 003 001\n#1: 002\n#2: 000 004\n";
+  }
+  auto make = [&](const std::string& run) {
+    OptionMap o;
+    o.set("method.name", "apt");
+    o.set("model.arch", "tiny");
+    o.set("model.image_size", "32");
+    o.set("model.init_seed", "3");
+    o.set("seed", "0");
+    o.set("method.apt.shots", "2");
+    o.set("method.apt.epochs", "0");
+    o.set("method.apt.memory_layers", "[1, 2]");
+    o.set("method.apt.shot_list", dir + "/{cls}/selected_samples_per_run.txt");
+    o.set("method.apt.shot_list_run", run);
+    o.set("method.apt.state_dir", dir + "/state" + run);
+    return zsad::models::make_method(o);
+  };
+  at::manual_seed(5);
+  zsad::models::SupportSet sup;
+  sup.class_name = "gear";
+  sup.images = apt::clip_normalize(at::rand({5, 3, 32, 32}));
+  sup.indices = {10, 11, 12, 13, 14};
+  for (int i = 0; i < 5; ++i) sup.names.push_back("synth/gear/train/good/00" + std::to_string(i) + ".png");
+  zsad::models::DatasetContext ctx;
+  ctx.name = "d";
+  ctx.classes = {"gear"};
+
+  for (const auto& [run, picks] : std::vector<std::pair<std::string, std::vector<int64_t>>>{{"0", {3, 1}}, {"1", {0, 4}}}) {
+    auto m = make(run);
+    m->begin_dataset(ctx);
+    m->prepare_class(sup);
+    auto& am = dynamic_cast<apt::AptMethod&>(*m);
+    // The memory bank holds exactly the named shots' features, in the list's order.
+    auto f = am.model().encode(sup.images.index_select(0, at::tensor(picks, at::kLong)));
+    auto bank = f.layers[0] / f.layers[0].norm(2, {-1}, true);
+    EXPECT_LT(max_diff(am.model().class_state("gear").banks[0], bank.reshape({-1, bank.size(-1)})), 1e-6) << "run " << run;
+    // The run directory logs the chosen file names.
+    std::ifstream log(dir + "/state" + run + "/d/shots.rank0.txt");
+    std::string line;
+    std::getline(log, line);
+    EXPECT_EQ(line, "gear " + sup.names[picks[0]] + " " + sup.names[picks[1]]) << "run " << run;
+  }
+  // A listed file outside the support pool, and a support set without names, are errors.
+  {
+    auto m = make("0");
+    m->begin_dataset(ctx);
+    auto small = sup;
+    small.images = sup.images.narrow(0, 0, 3);
+    small.indices.resize(3);
+    small.names.resize(3);
+    try {
+      m->prepare_class(small);
+      ADD_FAILURE() << "a listed shot outside the pool was accepted";
+    } catch (const zsad::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("003"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("eval.datasets.<name>.shots"), std::string::npos) << e.what();
+    }
+    auto nameless = sup;
+    nameless.names.clear();
+    EXPECT_THROW(m->prepare_class(nameless), zsad::Error);
+  }
+  fs::remove_all(dir);
+}
