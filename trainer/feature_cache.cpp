@@ -499,28 +499,21 @@ FeatureCacheKey clip_cache_key(const models::OptionMap& cfg, const models::ClipM
   return k;
 }
 
-EncoderFn make_clip_encoder(models::ClipModel clip, const std::vector<data::Sample>& samples, const std::string& root,
-                            const FeatureCacheKey& key, int threads) {
-  const int64_t s = key.image_size;
-  const int64_t last = clip->cfg.vision_layers;
-  models::VisionRequest req;
-  req.vv_depth = key.attention == "vv" ? key.vv_depth : 0;
-  const bool final_only = key.layers.size() == 1 && key.layers[0] == last;
-  req.patch_tokens = final_only;
-  if (!final_only) req.layers = key.layers;
-  const bool raw_cls = key.global_output == "raw_cls";
+EncoderFn make_image_encoder(const std::vector<data::Sample>& samples, const std::string& root, int64_t image_size,
+                             std::function<EncodedBatch(const at::Tensor& images)> encode, int threads,
+                             bool per_image) {
+  const int64_t s = image_size;
   threads = std::max(1, threads);
-  return [clip, samples, root, s, req, raw_cls, final_only, threads](const std::vector<int64_t>& idx) mutable {
+  return [samples, root, s, encode = std::move(encode), threads, per_image](const std::vector<int64_t>& idx) {
     const int64_t b = static_cast<int64_t>(idx.size());
     at::Tensor images = at::empty({b, 3, s, s}, at::kFloat);
     float* base = images.data_ptr<float>();
     std::vector<std::string> errors(static_cast<size_t>(threads));
     auto work = [&](int t) {
-      std::vector<uint8_t> mask(static_cast<size_t>(s * s));
       try {
         for (int64_t i = t; i < b; i += threads)
           data::load_sample(samples.at(static_cast<size_t>(idx[i])), root, static_cast<int>(s), false,
-                            base + i * 3 * s * s, mask.data());
+                            base + i * 3 * s * s, nullptr);
       } catch (const std::exception& e) {
         errors[t] = e.what();
       }
@@ -532,14 +525,45 @@ EncoderFn make_clip_encoder(models::ClipModel clip, const std::vector<data::Samp
     for (const auto& e : errors)
       if (!e.empty()) throw Error(e);
     at::NoGradGuard ng;
-    const auto dev = clip->visual->proj.device();
-    models::VisionOutput v = clip->encode_vision(images.to(dev), req);
+    if (!per_image || b == 1) return encode(images);
+    // One forward per image: the stored features of an image do not depend on which images share
+    // its batch (BLAS rounds differently for other shapes), so a float32 cache reproduces an
+    // uncached batch-1 evaluation bit for bit, and files built by `zsad cache`, by training or by
+    // the evaluation engine, on any number of ranks, hold the same bits.
+    std::vector<at::Tensor> gs, ps;
+    for (int64_t i = 0; i < b; ++i) {
+      EncodedBatch e = encode(images.slice(0, i, i + 1));
+      gs.push_back(e.global.to(at::kCPU));
+      if (e.patch.defined()) ps.push_back(e.patch.to(at::kCPU));
+    }
     EncodedBatch out;
-    out.global = (raw_cls ? v.global_features : v.image_features).to(at::kCPU, at::kFloat);
-    out.patch = final_only ? v.patch_tokens.to(at::kCPU, at::kFloat)
-                           : at::cat(v.layer_patch_tokens, 1).to(at::kCPU, at::kFloat);
+    out.global = at::cat(gs, 0);
+    if (!ps.empty()) out.patch = at::cat(ps, 0);
     return out;
   };
+}
+
+EncoderFn make_clip_encoder(models::ClipModel clip, const std::vector<data::Sample>& samples, const std::string& root,
+                            const FeatureCacheKey& key, int threads) {
+  const int64_t last = clip->cfg.vision_layers;
+  models::VisionRequest req;
+  req.vv_depth = key.attention == "vv" ? key.vv_depth : 0;
+  const bool final_only = key.layers.size() == 1 && key.layers[0] == last;
+  req.patch_tokens = final_only;
+  if (!final_only) req.layers = key.layers;
+  const bool raw_cls = key.global_output == "raw_cls";
+  return make_image_encoder(
+      samples, root, key.image_size,
+      [clip, req, raw_cls, final_only](const at::Tensor& images) mutable {
+        const auto dev = clip->visual->proj.device();
+        models::VisionOutput v = clip->encode_vision(images.to(dev), req);
+        EncodedBatch out;
+        out.global = (raw_cls ? v.global_features : v.image_features).to(at::kCPU, at::kFloat);
+        out.patch = final_only ? v.patch_tokens.to(at::kCPU, at::kFloat)
+                               : at::cat(v.layer_patch_tokens, 1).to(at::kCPU, at::kFloat);
+        return out;
+      },
+      threads);
 }
 
 }  // namespace zsad::trainer

@@ -151,8 +151,19 @@ FeatureCacheKey clip_cache_key(const models::OptionMap& cfg, const models::ClipM
 // sha256 of a weights file; memoised per (path, size, mtime) in the process.
 std::string weights_file_digest(const std::string& path);
 
+// An EncoderFn that loads + transforms the images of `samples` (resolved against root, at
+// image_size, `threads` decoding threads) and hands them to `encode` (under NoGradGuard): one image
+// [1,3,S,S] per call when per_image (so an image's features never depend on its batch neighbours),
+// else the whole batch [B,3,S,S]. The evaluation engine fills its caches with
+// Method::encode_frozen through this.
+EncoderFn make_image_encoder(const std::vector<data::Sample>& samples, const std::string& root, int64_t image_size,
+                             std::function<EncodedBatch(const at::Tensor& images)> encode, int threads = 1,
+                             bool per_image = true);
+
 // Loads + transforms the images of `samples` (resolved against root, at key.image_size,
-// `threads` decoding threads) and runs clip's vision tower as the key describes.
+// `threads` decoding threads) and runs clip's vision tower as the key describes, one image per
+// forward (make_image_encoder), i.e. exactly what Method::encode_frozen of CoPS (raw_cls) and
+// WinCLIP (ln_post_cls) computes: `zsad cache` and the evaluation engine write the same bits.
 EncoderFn make_clip_encoder(models::ClipModel clip, const std::vector<data::Sample>& samples, const std::string& root,
                             const FeatureCacheKey& key, int threads = 1);
 

@@ -116,6 +116,21 @@ std::map<std::string, at::Tensor> Method::train_step(const MethodBatch&, const T
   throw Error("method '" + name() + "' is training-free: it has no train_step (use task.name=eval)");
 }
 
+std::pair<at::Tensor, at::Tensor> Method::encode_frozen(const at::Tensor&) {
+  throw Error("method '" + name() + "' offers no frozen features to cache (frozen_features() is empty)");
+}
+
+void Method::set_feature_source(FeatureSource) {
+  throw Error("method '" + name() + "' cannot take its features from a feature cache (frozen_features() is empty)");
+}
+
+OptionMap model_options_of(const OptionMap& options) {
+  OptionMap out;
+  for (const auto& [k, v] : options.values)
+    if (k.compare(0, 6, "model.") == 0) out.values[k] = v;
+  return out;
+}
+
 void Method::load_state_dict(const std::map<std::string, at::Tensor>& state, bool strict) {
   if (strict && !state.empty()) {
     throw Error("method '" + name() + "' has no state, but the checkpoint holds '" + state.begin()->first + "'");

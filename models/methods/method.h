@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -105,6 +106,22 @@ struct MethodKey {
 
 using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
 
+// Frozen-feature hook (the evaluation engine's feature cache, trainer/feature_cache.h,
+// docs/feature_cache.md). A method whose image encoder is frozen and whose inference applies no
+// random augmentation describes the encoder outputs infer() needs; the engine then fills (once per
+// cache key, sharded over ranks) a cache with encode_frozen() and installs a feature source for the
+// dataset's scoring loop, so infer() reads the features by global sample index instead of running
+// the encoder. The cache key is derived from `clip` and the model.* options (weights or init seed,
+// image size, activation, positional interpolation, vv_depth), `global_output` and `layers`.
+struct FrozenFeatureSpec {
+  ClipModel clip{nullptr};        // the frozen encoder
+  OptionMap model_options;        // model.* the encoder was built from (cache key)
+  std::string global_output;      // raw_cls (CLS of the original path @ proj, CoPS) | ln_post_cls (OpenAI)
+  std::vector<int64_t> layers;    // 1-based blocks of the patch tokens (empty = the last)
+};
+// (global [B,D], patch [B,P,Dp]) float32 for the batch's global sample indices.
+using FeatureSource = std::function<std::pair<at::Tensor, at::Tensor>(const MethodBatch&)>;
+
 class Method {
  public:
   virtual ~Method() = default;
@@ -126,10 +143,28 @@ class Method {
   virtual void prepare_class(const SupportSet&) {}
   virtual MethodOutput infer(const MethodBatch& batch) = 0;
 
+  // Frozen-feature cache hook (see FrozenFeatureSpec). Default: nothing cacheable (the method
+  // runs its encoder itself, e.g. APT); then encode_frozen / set_feature_source are never called.
+  virtual std::optional<FrozenFeatureSpec> frozen_features() const { return std::nullopt; }
+  // The features infer() would compute itself from these images ([B,3,S,S]): global [B,D] and
+  // patch [B,P,Dp], float32 on the CPU, computed exactly as infer() computes them (so a float32
+  // cache gives the scores of an uncached run). Default: throws.
+  virtual std::pair<at::Tensor, at::Tensor> encode_frozen(const at::Tensor& images);
+  // Installs the source infer() takes its frozen features from (nullptr: encode the images again).
+  // While a source is installed, infer() must not read batch.images (it may be a [B,0] placeholder
+  // that only carries the batch size). Default: throws.
+  virtual void set_feature_source(FeatureSource source);
+  // Image-encoder forwards this method has run (infer() without a source, encode_frozen()); tests
+  // and the engine's log use it to show that a warm cache runs no encoder.
+  int64_t encoder_forwards() const { return encoder_forwards_; }
+
   // State saved into the trainer's checkpoint under "method/<name>" (parameters and buffers).
   virtual std::map<std::string, at::Tensor> state_dict() { return {}; }
   // strict: every expected key present and none unknown. Throws zsad::Error naming the key.
   virtual void load_state_dict(const std::map<std::string, at::Tensor>& state, bool strict = true);
+
+ protected:
+  int64_t encoder_forwards_ = 0;
 };
 
 using MethodFactory = std::function<std::unique_ptr<Method>(const OptionMap& options)>;
@@ -147,6 +182,9 @@ const std::map<std::string, MethodInfo>& method_registry();
 void register_method(MethodInfo info);
 // Builds `options.str("method.name")`; throws zsad::Error listing the known names.
 std::unique_ptr<Method> make_method(const OptionMap& options);
+
+// The model.* entries of a flattened config (FrozenFeatureSpec::model_options).
+OptionMap model_options_of(const OptionMap& options);
 
 // Config keys of the model group (model.*) shared by every CLIP-based method.
 std::vector<MethodKey> clip_model_keys();

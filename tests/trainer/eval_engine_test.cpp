@@ -5,7 +5,8 @@
 //    single-rank run bit for bit (batch 1 per rank); results files agree; PNG panels are written;
 //  * `zsad launch -n 2 -- zsad eval ... --run-dir D` with strided shards and batch 3: scores within 1e-6;
 //  * metrics in results/<dataset>.json equal sklearn on the run's own per-image scores and scores.h5;
-//  * `zsad predict` gives the same scores as the evaluation for the same images.
+//  * `zsad predict` (never cached) gives the same scores as the evaluation (float32 feature cache)
+//    for the same images.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -102,7 +103,10 @@ class EvalEngine : public ::testing::Test {
       common_ += " eval.datasets." + d + ".synth.size=64 eval.datasets." + d + ".synth.images_per_class=6" +
                  " eval.datasets." + d + ".synth.train_per_class=2 eval.datasets." + d + ".eval_size=64";
     }
-    common_ += " eval.panels_per_class=1 eval.write_scores=true";
+    // The runs share a float32 feature cache (<output.root>/cache, built by the first run): with
+    // per-image forwards its scores are bit-identical to the uncached `zsad predict` below
+    // (the default float16 cache rounds the features; see tests/trainer/eval_cache_test.cpp).
+    common_ += " eval.panels_per_class=1 eval.write_scores=true cache.dtype=float32";
   }
   static void TearDownTestSuite() {
     if (!::testing::Test::HasFailure()) fs::remove_all(tmp_);

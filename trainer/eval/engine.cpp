@@ -149,6 +149,10 @@ EvalOptions eval_options_from(const models::OptionMap& cfg) {
   const std::string train = cfg.str("eval.train_dataset");
   if (!train.empty()) o.train_dataset = train;
   o.threads_per_rank = static_cast<int>(cfg.integer("trainer.threads", 1));
+  o.cache = trainer::cache_options_from(cfg);
+  o.use_cache = o.cache.enabled;
+  o.cache_dtype = cfg.str("cache.dtype", "float16");
+  o.cache_threads = static_cast<int>(std::max<int64_t>({1, cfg.integer("cache.loader_threads", 1), o.loader_threads}));
   return o;
 }
 
@@ -394,6 +398,50 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       method.prepare_class(sup);
     }
 
+    // Frozen features from the feature cache (built here, sharded, on a miss).
+    std::shared_ptr<trainer::FeatureCache> cache;
+    std::optional<models::FrozenFeatureSpec> frozen;
+    if (o.use_cache) frozen = method.frozen_features();
+    if (frozen) {
+      models::OptionMap kc = frozen->model_options;
+      kc.set("cache.dtype", o.cache_dtype);
+      const trainer::FeatureCacheKey key =
+          trainer::clip_cache_key(kc, frozen->clip, spec.name, spec.split, samples, frozen->global_output, frozen->layers);
+      trainer::EncoderFn enc = trainer::make_image_encoder(
+          samples, spec.root, S_in,
+          [&method](const at::Tensor& images) {
+            auto [g, p] = method.encode_frozen(images);
+            return trainer::EncodedBatch{g, p};
+          },
+          o.cache_threads);
+      cache = trainer::FeatureCache::open_or_build(key, samples, enc, o.cache, &comm);
+      const auto& st = cache->stats();
+      std::ostringstream msg;
+      msg << "eval " << spec.name << ": frozen features from the feature cache " << cache->path() << " ("
+          << (st.hit ? "hit" : "miss, built") << "; this rank encoded " << st.encoded_images << " images in "
+          << st.encoder_calls << " encoder calls; " << (st.hit ? "opened" : "built") << " in " << st.build_seconds
+          << " s; encoding saved " << st.saved_seconds << " s)";
+      log.line(msg.str());
+      std::shared_ptr<trainer::FeatureCache> c = cache;
+      method.set_feature_source([c](const models::MethodBatch& mb) {
+        trainer::EncodedBatch e = c->get(mb.indices);
+        return std::make_pair(e.global, e.patch);
+      });
+    } else if (rank == 0) {
+      log.line("eval " + spec.name + ": no feature cache (" +
+               (o.use_cache ? "method '" + method.name() + "' runs its own encoder" : std::string("cache.enabled is false")) +
+               ")");
+    }
+    // The source serves this dataset's indices only: removed when the dataset is done (or throws).
+    struct SourceGuard {
+      models::Method& m;
+      bool on;
+      ~SourceGuard() {
+        if (on) m.set_feature_source(nullptr);
+      }
+    } source_guard{method, static_cast<bool>(cache)};
+    const int64_t forwards_before = method.encoder_forwards();
+
     // Panels: the first panels_per_class images of each class (global choice, written by the owner of the image).
     std::set<int64_t> panel_set;
     for (size_t c = 0; c < split.classes.size(); ++c) {
@@ -427,19 +475,50 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
     lo.threads = std::max(1, o.loader_threads);
     lo.shuffle = false;
     lo.load_masks = pixel && E == S_in;
-    data::BatchLoader loader(samples, spec.root, lo);
-    loader.set_indices(shard);
-    loader.start_epoch(0);
+    // With cached features no image is decoded: batches carry indices, labels and (when the loader
+    // would have read them) masks at the input size, exactly as data::BatchLoader makes them.
+    std::unique_ptr<data::BatchLoader> loader;
+    size_t cached_pos = 0;
+    if (!cache) {
+      loader = std::make_unique<data::BatchLoader>(samples, spec.root, lo);
+      loader->set_indices(shard);
+      loader->start_epoch(0);
+    }
+    auto next_batch = [&](data::Batch& out) -> bool {
+      if (loader) return loader->next(out);
+      if (cached_pos >= shard.size()) return false;
+      const size_t n = std::min(shard.size() - cached_pos, static_cast<size_t>(o.batch_size));
+      out = data::Batch();
+      out.size = static_cast<int>(n);
+      out.image_size = static_cast<int>(S_in);
+      if (lo.load_masks) out.masks.assign(n * static_cast<size_t>(S_in * S_in), 0);
+      for (size_t i = 0; i < n; ++i) {
+        const int64_t g = shard[cached_pos + i];
+        const data::Sample& smp = samples[static_cast<size_t>(g)];
+        out.indices.push_back(g);
+        out.labels.push_back(smp.anomaly);
+        out.class_names.push_back(smp.cls_name);
+        out.specie_names.push_back(smp.specie_name);
+        out.paths.push_back(smp.img_path);
+        out.has_mask.push_back(smp.mask_path.empty() ? 0 : 1);
+        if (lo.load_masks && !smp.mask_path.empty())
+          data::preprocess_mask(data::read_mask(data::resolve_path(spec.root, smp.mask_path)), static_cast<int>(S_in),
+                                out.masks.data() + i * static_cast<size_t>(S_in * S_in));
+      }
+      cached_pos += n;
+      return true;
+    };
     data::Batch b;
     int64_t done = 0;
     auto last_print = Clock::now();
     const auto start = Clock::now();
     bool declared = false;
     std::vector<uint8_t> mask_buf(static_cast<size_t>(E * E));
-    while (loader.next(b)) {
+    while (next_batch(b)) {
       const int64_t B = b.size;
       models::MethodBatch mb;
-      mb.images = to_tensor(b.images, {B, 3, S_in, S_in});
+      // A cached batch carries its size in a [B,0] placeholder (the method reads no pixels).
+      mb.images = cache ? at::empty({B, 0}, at::kFloat) : to_tensor(b.images, {B, 3, S_in, S_in});
       mb.labels = at::empty({B}, at::kLong);
       for (int64_t i = 0; i < B; ++i) mb.labels[i] = static_cast<int64_t>(b.labels[static_cast<size_t>(i)]);
       mb.class_names = b.class_names;
@@ -527,9 +606,11 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       part.reset();
     }
     const double infer_s = std::chrono::duration<double>(Clock::now() - start).count();
+    const int64_t scoring_forwards = method.encoder_forwards() - forwards_before;
     {
       std::ostringstream msg;
       msg << "eval " << spec.name << ": rank " << rank << " scored " << done << " images in " << infer_s << " s";
+      if (cache) msg << " (cached features, " << scoring_forwards << " encoder forwards)";
       log.line(msg.str());
       std::cout << msg.str() << std::endl;
     }
@@ -644,6 +725,12 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
     rep.name = spec.name;
     rep.images = N;
     rep.rank_images = done;
+    rep.encoder_forwards = scoring_forwards;
+    if (cache) {
+      rep.cache_state = cache->stats().hit ? "hit" : "built";
+      rep.cache_path = cache->path();
+      rep.cache_saved_s = cache->stats().saved_seconds;
+    }
     if (rank == 0) {
       results::DatasetMetrics dm;
       const double* vp = vals.data_ptr<double>();
@@ -685,6 +772,11 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       rr.timings["inference_s_rank0"] = infer_s;
       rr.timings["images"] = N;
       rr.timings["images_per_s"] = rep.seconds > 0 ? N / rep.seconds : 0.0;
+      if (cache) {
+        rr.timings["feature_cache_hit"] = cache->stats().hit ? 1 : 0;
+        rr.timings["feature_cache_s"] = cache->stats().build_seconds;
+        rr.timings["feature_cache_saved_s"] = cache->stats().saved_seconds;
+      }
       rr.hardware = hardware_info(world, o.threads_per_rank);
       rr.tags = o.tags;
       rr.tags["method"] = o.method_name.empty() ? method.name() : o.method_name;
@@ -709,6 +801,20 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       if (rank == 0) fs::remove_all(xdir);
     }
     reports.push_back(std::move(rep));
+  }
+  // Run summary of the feature cache (rank 0): hits, misses, encoding time saved.
+  int64_t hits = 0, built = 0;
+  double saved = 0;
+  for (const auto& r : reports) {
+    hits += r.cache_state == "hit";
+    built += r.cache_state == "built";
+    saved += r.cache_saved_s;
+  }
+  if (rank == 0 && hits + built > 0) {
+    std::ostringstream msg;
+    msg << "eval: feature cache: " << hits << " hit(s), " << built << " miss(es) built; encoding saved " << saved << " s";
+    std::cerr << msg.str() << std::endl;
+    log.line(msg.str());
   }
   return reports;
 }

@@ -17,6 +17,7 @@
 #include "models/methods/method.h"
 #include "results/metrics/metrics.h"
 #include "trainer/comm/communicator.h"
+#include "trainer/feature_cache.h"
 
 namespace zsad::eval {
 
@@ -66,6 +67,14 @@ struct EvalOptions {
   nlohmann::json tags = nlohmann::json::object();
   nlohmann::json extra_timings = nlohmann::json::object();  // e.g. train_s, added to every results file
   int threads_per_rank = 1;
+  // Frozen-feature cache (trainer/feature_cache.h, docs/feature_cache.md): per dataset, when
+  // use_cache and the method offers frozen features (Method::frozen_features), the encoder outputs
+  // are read from (or first written to, sharded across ranks) the cache file of their key, and the
+  // scoring loop decodes no images. eval_options_from: use_cache = cache.enabled, cache.*.
+  bool use_cache = false;
+  trainer::FeatureCacheOptions cache;
+  std::string cache_dtype = "float16";  // cache.dtype (part of the key)
+  int cache_threads = 1;                // image decoding threads while building
 };
 
 struct DatasetReport {
@@ -74,6 +83,12 @@ struct DatasetReport {
   int64_t rank_images = 0;   // scored by this rank
   double seconds = 0;
   results::DatasetMetrics metrics;  // valid on rank 0
+  // Feature cache: "" (not used), "hit" or "built"; its file; this rank's encoder forwards while
+  // scoring (0 with a cache) and the encoding time the cache saved (hit: recorded build time).
+  std::string cache_state;
+  std::string cache_path;
+  int64_t encoder_forwards = 0;
+  double cache_saved_s = 0;
   std::string results_path;         // rank 0
 };
 

@@ -73,17 +73,31 @@ VisionRequest CopsMethod::vision_request() const {
   return req;
 }
 
+std::optional<FrozenFeatureSpec> CopsMethod::frozen_features() const {
+  FrozenFeatureSpec s;
+  s.clip = clip_;
+  s.model_options = model_options_of(base_);
+  s.global_output = "raw_cls";
+  return s;  // layers: the last block (final patch tokens)
+}
+
+std::pair<at::Tensor, at::Tensor> CopsMethod::encode_frozen(const at::Tensor& images) {
+  at::NoGradGuard ng;
+  const VisionRequest req = vision_request();
+  const auto dev = clip_->visual->proj.device();
+  ++encoder_forwards_;
+  VisionOutput v = clip_->encode_vision(images.to(dev), req);
+  // CoPS' global feature: the CLS of the original path @ proj without ln_post (spec §1.2).
+  return {v.global_features.to(at::kFloat).cpu(), v.patch_tokens.to(at::kFloat).cpu()};
+}
+
 std::pair<at::Tensor, at::Tensor> CopsMethod::features(const MethodBatch& batch) {
   at::NoGradGuard ng;
   if (source_) {
     auto [g, F] = source_(batch);
     return {g.to(at::kFloat).cpu(), F.to(at::kFloat).cpu()};
   }
-  const VisionRequest req = vision_request();
-  const auto dev = clip_->visual->proj.device();
-  VisionOutput v = clip_->encode_vision(batch.images.to(dev), req);
-  // CoPS' global feature: the CLS of the original path @ proj without ln_post (spec §1.2).
-  return {v.global_features.to(at::kFloat).cpu(), v.patch_tokens.to(at::kFloat).cpu()};
+  return encode_frozen(batch.images);
 }
 
 std::map<std::string, at::Tensor> CopsMethod::train_step(const MethodBatch& batch, const TrainContext& ctx) {

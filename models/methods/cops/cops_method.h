@@ -38,8 +38,12 @@ class CopsMethod : public Method {
   // Frozen features of the batch: (g [B,E] raw CLS @ proj, F [B,P,E] V-V patch tokens), float32.
   // From the installed source if any (the feature cache), else by running the frozen CLIP.
   std::pair<at::Tensor, at::Tensor> features(const MethodBatch& batch);
-  using FeatureSource = std::function<std::pair<at::Tensor, at::Tensor>(const MethodBatch&)>;
-  void set_feature_source(FeatureSource source) { source_ = std::move(source); }
+  using FeatureSource = models::FeatureSource;
+  // Method's frozen-feature hook: the CLIP image encoder is always frozen in CoPS (raw_cls global,
+  // final V-V patch tokens), used by training (trainer/tasks/cops_train_task) and evaluation.
+  std::optional<FrozenFeatureSpec> frozen_features() const override;
+  std::pair<at::Tensor, at::Tensor> encode_frozen(const at::Tensor& images) override;
+  void set_feature_source(FeatureSource source) override { source_ = std::move(source); }
   // What a feature cache must hold for CoPS: V-V on `vv_depth` final blocks, final patch tokens
   // (ln_post @ proj), global = VisionOutput::global_features (raw CLS, no ln_post).
   VisionRequest vision_request() const;

@@ -4,6 +4,8 @@
 
 #include "common/error.h"
 
+#include <tuple>
+
 namespace zsad::models {
 void register_winclip_method();
 }
@@ -159,6 +161,38 @@ at::Tensor WinClipMethod::class_text(const std::string& cls) {
   return t;
 }
 
+std::optional<FrozenFeatureSpec> WinClipMethod::frozen_features() const {
+  FrozenFeatureSpec s;
+  s.clip = clip_;
+  s.model_options = model_options_of(base_);
+  s.global_output = "ln_post_cls";
+  return s;  // layers: the last block (final V-V patch tokens)
+}
+
+std::pair<at::Tensor, at::Tensor> WinClipMethod::encode_frozen(const at::Tensor& images) {
+  at::NoGradGuard ng;
+  const int64_t B = images.size(0);
+  VisionRequest req;
+  const int64_t layers = clip_->cfg.vision_layers;
+  req.vv_depth = vv_depth_ < 0 ? layers : std::min(vv_depth_, layers);
+  req.patch_tokens = true;
+  const auto dev = clip_->visual->proj.device();
+  if (per_image_ && B > 1) {
+    // One forward per image: scores do not depend on which images share a batch (BLAS rounding).
+    std::vector<at::Tensor> gs, ps;
+    for (int64_t i = 0; i < B; ++i) {
+      ++encoder_forwards_;
+      VisionOutput v = clip_->encode_vision(images.slice(0, i, i + 1).to(dev), req);
+      gs.push_back(v.image_features.to(at::kFloat).cpu());
+      ps.push_back(v.patch_tokens.to(at::kFloat).cpu());
+    }
+    return {at::cat(gs, 0), at::cat(ps, 0)};
+  }
+  ++encoder_forwards_;
+  VisionOutput v = clip_->encode_vision(images.to(dev), req);
+  return {v.image_features.to(at::kFloat).cpu(), v.patch_tokens.to(at::kFloat).cpu()};  // [B,E], [B,P,E]
+}
+
 MethodOutput WinClipMethod::infer(const MethodBatch& batch) {
   at::NoGradGuard ng;
   const int64_t B = batch.images.size(0);
@@ -166,26 +200,15 @@ MethodOutput WinClipMethod::infer(const MethodBatch& batch) {
     throw Error("winclip: batch has " + std::to_string(B) + " images but " + std::to_string(batch.class_names.size()) +
                 " class names");
   }
-  VisionRequest req;
-  const int64_t layers = clip_->cfg.vision_layers;
-  req.vv_depth = vv_depth_ < 0 ? layers : std::min(vv_depth_, layers);
-  req.patch_tokens = true;
-  const auto dev = clip_->visual->proj.device();
   at::Tensor g, p;
-  if (per_image_ && B > 1) {
-    // One forward per image: scores do not depend on which images share a batch (BLAS rounding).
-    std::vector<at::Tensor> gs, ps;
-    for (int64_t i = 0; i < B; ++i) {
-      VisionOutput v = clip_->encode_vision(batch.images.slice(0, i, i + 1).to(dev), req);
-      gs.push_back(v.image_features.to(at::kFloat).cpu());
-      ps.push_back(v.patch_tokens.to(at::kFloat).cpu());
-    }
-    g = at::cat(gs, 0);
-    p = at::cat(ps, 0);
+  if (source_) {
+    std::tie(g, p) = source_(batch);
+    g = g.to(at::kFloat).cpu();
+    p = p.to(at::kFloat).cpu();
+    if (g.dim() != 2 || g.size(0) != B || p.dim() != 3 || p.size(0) != B)
+      throw Error("winclip: the feature source returned features that do not match the batch of " + std::to_string(B));
   } else {
-    VisionOutput v = clip_->encode_vision(batch.images.to(dev), req);
-    g = v.image_features.to(at::kFloat).cpu();  // [B,E]
-    p = v.patch_tokens.to(at::kFloat).cpu();    // [B,P,E]
+    std::tie(g, p) = encode_frozen(batch.images);
   }
   g = g / g.norm(2, -1, true);
   p = p / p.norm(2, -1, true);

@@ -37,6 +37,12 @@ class WinClipMethod : public Method {
   void begin_dataset(const DatasetContext& ctx) override;
   MethodOutput infer(const MethodBatch& batch) override;
 
+  // Frozen-feature hook (models/methods/method.h): global = ln_post(CLS) @ proj, patch = the final
+  // V-V patch tokens; encode_frozen forwards image by image when per_image_forward (as infer does).
+  std::optional<FrozenFeatureSpec> frozen_features() const override;
+  std::pair<at::Tensor, at::Tensor> encode_frozen(const at::Tensor& images) override;
+  void set_feature_source(FeatureSource source) override { source_ = std::move(source); }
+
   // [2,E] normalised (normal, anomalous) text embeddings of a class (cached).
   at::Tensor class_text(const std::string& cls);
   // Number of text-tower forwards so far (tests: the cache works).
@@ -55,6 +61,7 @@ class WinClipMethod : public Method {
   bool per_image_ = true;
   std::map<std::string, at::Tensor> text_cache_;
   int64_t text_forwards_ = 0;
+  FeatureSource source_;
 };
 
 }  // namespace zsad::models::winclip
