@@ -355,3 +355,54 @@ TEST(AptShotList, SelectsTheNamedSupportImages) {
   }
   fs::remove_all(dir);
 }
+
+namespace {
+
+std::string env_or(const char* name, const std::string& def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : def;
+}
+
+// Runs the synthetic APT experiment through the CLI; returns its run directory.
+fs::path run_cli(const fs::path& root, const std::string& args) {
+  const std::string src = env_or("ZSAD_SOURCE_DIR", "/work/main");
+  const std::string cmd = "cd " + src + " && ZSAD_OUTPUT_ROOT=" + root.string() + " " +
+                          env_or("ZSAD_BINARY", "zsad") +
+                          " run apt_synth_fewshot method.apt.epochs=3 seed=1 " + args + " > " +
+                          (root / "log.txt").string() + " 2>&1";
+  fs::create_directories(root);
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    if (e.path().filename() == "synth_objects.json" && e.path().parent_path().filename() == "results")
+      return e.path().parent_path().parent_path();
+  ADD_FAILURE() << "no results/synth_objects.json under " << root;
+  return root;
+}
+
+}  // namespace
+
+// Two processes (gloo, launcher local2) training every class data-parallel give the metrics of
+// one process: the engine's communicator reaches APT through DatasetContext::allreduce_sum.
+TEST(AptDdpCli, TwoProcessRunEqualsOneProcess) {
+  const fs::path root = "/tmp/zsad_apt_ddp_cli_" + std::to_string(::getpid());
+  const auto one = run_cli(root / "one", "method.apt.class_parallel=ddp launcher=local");
+  const auto two = run_cli(root / "two", "method.apt.class_parallel=ddp launcher=local2");
+  std::ifstream shards(two / "apt" / "synth_objects" / "shards.txt");
+  std::string first;
+  std::getline(shards, first);
+  EXPECT_NE(first.find("all 2 ranks"), std::string::npos) << first;
+  const std::string py = env_or("ZSAD_PYTHON", "/usr/bin/python3");
+  const std::string check =
+      py + " -c \"import json,sys\n"
+           "a=json.load(open(sys.argv[1]))['metrics']; b=json.load(open(sys.argv[2]))['metrics']\n"
+           "def flat(d,p=''):\n"
+           "  return {p+k: v for k, v in d.items() if isinstance(v,(int,float))} | "
+           "{kk: vv for k, v in d.items() if isinstance(v, dict) for kk, vv in flat(v, p+k+'/').items()}\n"
+           "fa, fb = flat(a), flat(b)\n"
+           "assert len(fa) > 10 and fa.keys() == fb.keys(), (len(fa), fa.keys() ^ fb.keys())\n"
+           "bad = [k for k in fa if abs(fa[k]-fb[k]) > 1e-4]\n"
+           "assert not bad, [(k, fa[k], fb[k]) for k in bad]\n\" " +
+      (one / "results" / "synth_objects.json").string() + " " + (two / "results" / "synth_objects.json").string();
+  EXPECT_EQ(std::system(check.c_str()), 0);
+  fs::remove_all(root);
+}
