@@ -159,7 +159,7 @@ namespace {
 // One attention path for one image: ctx[h] = softmax(qs[h] kt[h]) v[h], where qs is pre-scaled.
 // `out` is [H,N,hd] (any strides with a unit last stride; it may be a view of [N,W]).
 void attention_path(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& v, at::Tensor& scores_flat,
-                    const at::Tensor& out, int64_t chunk, int64_t block) {
+                    const at::Tensor& out, int64_t chunk, int64_t block, const at::Tensor* mask = nullptr) {
   const int64_t H = qs.size(0), N = qs.size(1);
   for (int64_t h0 = 0; h0 < H; h0 += chunk) {
     const int64_t c = std::min(chunk, H - h0);
@@ -169,6 +169,7 @@ void attention_path(const at::Tensor& qs, const at::Tensor& k, const at::Tensor&
       const int64_t r = std::min(block, N - r0);
       auto s = scores_flat.narrow(0, 0, c * r * N).view({c, r, N});
       at::bmm_out(s, qs.narrow(0, h0, c).narrow(1, r0, r), kt);
+      if (mask) s.add_(mask->narrow(0, r0, r));  // additive mask [N,N], broadcast over heads
       at::_softmax_out(s, s, -1, false);
       auto o = out.narrow(0, h0, c).narrow(1, r0, r);
       at::bmm_out(o, s, vh);
@@ -204,13 +205,14 @@ class SingleThreadedBlas {
 // One head of one image: out = softmax(qs kt) v, in blocks of `block` query rows. qs, k, v are
 // [N,hd] contiguous; out is [N,hd] with unit column stride (a column slice of [N,W]).
 void head_attention(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& v, const at::Tensor& scores,
-                    const at::Tensor& out, int64_t block) {
+                    const at::Tensor& out, int64_t block, const at::Tensor* mask = nullptr) {
   const int64_t N = qs.size(0);
   const auto kt = k.t();
   for (int64_t r0 = 0; r0 < N; r0 += block) {
     const int64_t r = std::min(block, N - r0);
     auto s = scores.narrow(0, 0, r * N).view({r, N});
     at::mm_out(s, qs.narrow(0, r0, r), kt);
+    if (mask) s.add_(mask->narrow(0, r0, r));  // additive mask [N,N]
     at::_softmax_out(s, s, -1, false);
     auto o = out.narrow(0, r0, r);
     at::mm_out(o, s, v);
@@ -251,6 +253,25 @@ void quick_gelu_inplace(at::Tensor& x, at::Tensor& tmp) {
 
 }  // namespace
 
+at::Tensor locality_attention_mask(int64_t grid, int64_t window, bool cls_column) {
+  if (grid < 1 || window < 0)
+    throw Error("locality attention mask: grid " + std::to_string(grid) + ", window " + std::to_string(window) +
+                " (expected grid >= 1, window >= 0)");
+  const int64_t N = grid * grid + 1;
+  auto m = at::full({N, N}, -std::numeric_limits<float>::infinity(), at::kFloat);
+  auto a = m.accessor<float, 2>();
+  for (int64_t j = 0; j < N; ++j) a[0][j] = 0.f;  // the CLS row stays global
+  for (int64_t i = 1; i < N; ++i) {
+    const int64_t ri = (i - 1) / grid, ci = (i - 1) % grid;
+    if (cls_column) a[i][0] = 0.f;
+    for (int64_t j = 1; j < N; ++j) {
+      const int64_t rj = (j - 1) / grid, cj = (j - 1) % grid;
+      if (std::max(std::abs(ri - rj), std::abs(ci - cj)) <= window) a[i][j] = 0.f;
+    }
+  }
+  return m;
+}
+
 VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const VisionRequest& request) {
   at::NoGradGuard no_grad;
   const int64_t S = cfg.input_size(), W = cfg.vision_width, H = cfg.vision_heads, hd = W / H;
@@ -265,6 +286,8 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
   for (auto l : request.layers) {
     if (l < 1 || l > L) throw Error("requested layer " + std::to_string(l) + " is outside 1.." + std::to_string(L));
   }
+  // Locality-Aware Attention replaces the V-V attention of the dual path (mask built once).
+  const bool local = request.local_window >= 0 && request.vv_depth > 0;
   const int64_t B = pixels.size(0);
   auto x_in = pixels.to(positional_embedding.device(), at::kFloat);
 
@@ -306,6 +329,9 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
   if (request.vv_depth > 0 && !ws.a_vv.defined()) ws.a_vv = at::empty({B * N, W}, opts);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const bool quick = cfg.activation == ClipActivation::kQuickGelu;
+  at::Tensor loc_mask;
+  if (local) loc_mask = locality_attention_mask(cfg.input_grid(), request.local_window, request.local_cls).to(opts);
+  const at::Tensor* loc = local ? &loc_mask : nullptr;
 
   auto patch_part = [&](const at::Tensor& x) { return x.view({B, N, W}).narrow(1, 1, N - 1); };
   auto project = [&](const at::Tensor& x) { return at::matmul(ln_post(x), proj); };
@@ -345,8 +371,13 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
           v.copy_(rows.narrow(1, 2 * W + head * hd, hd));
           head_attention(q, k, v, sc, ws.a_ori.narrow(0, b * N, N).narrow(1, head * hd, hd), block);
           if (dual) {
-            vs.copy_(v).mul_(scale);
-            head_attention(vs, v, v, sc, ws.a_vv.narrow(0, b * N, N).narrow(1, head * hd, hd), block);
+            auto o_vv = ws.a_vv.narrow(0, b * N, N).narrow(1, head * hd, hd);
+            if (local && request.local_qk) {
+              head_attention(q, k, v, sc, o_vv, block, loc);
+            } else {
+              vs.copy_(v).mul_(scale);
+              head_attention(vs, v, v, sc, o_vv, block, loc);
+            }
           }
         }
       });
@@ -359,9 +390,13 @@ VisionOutput VisionTransformerImpl::forward(const at::Tensor& pixels, const Visi
       auto o_ori = ws.a_ori.narrow(0, b * N, N).view({N, H, hd}).permute({1, 0, 2});
       attention_path(ws.q, ws.k, ws.v, ws.scores, o_ori, chunk, block);
       if (dual) {
-        at::mul_out(ws.vs, ws.v, at::scalar_tensor(scale, opts));
         auto o_vv = ws.a_vv.narrow(0, b * N, N).view({N, H, hd}).permute({1, 0, 2});
-        attention_path(ws.vs, ws.v, ws.v, ws.scores, o_vv, chunk, block);
+        if (local && request.local_qk) {
+          attention_path(ws.q, ws.k, ws.v, ws.scores, o_vv, chunk, block, loc);
+        } else {
+          at::mul_out(ws.vs, ws.v, at::scalar_tensor(scale, opts));
+          attention_path(ws.vs, ws.v, ws.v, ws.scores, o_vv, chunk, block, loc);
+        }
       }
     }
     tick(timings.attention);

@@ -82,7 +82,19 @@ struct VisionRequest {
                                      // (of the original path when vv_depth == 0)
   std::vector<int64_t> layers;       // 1-based blocks whose patch tokens to return (V-V path once it has started)
   bool project_layers = true;        // apply ln_post and proj to those (else raw residual stream [B,P,width])
+  // Locality-Aware Attention (APT's predecessor, shared/specs/apt.md §4.2): with local_window >= 0
+  // the dual path's attention is windowed instead of V-V: softmax(scores + B_loc) v with
+  // B_loc = 0 where patches i, j lie within Chebyshev distance local_window on the grid, -inf
+  // elsewhere; patch rows do not attend to CLS (unless local_cls); the CLS row attends to every
+  // token. Scores q k^T / sqrt(d) (local_qk, the spec) or v v^T / sqrt(d). -1: the V-V path.
+  int64_t local_window = -1;
+  bool local_qk = true;
+  bool local_cls = false;
 };
+
+// The additive mask B_loc of Locality-Aware Attention for a grid x grid patch layout plus CLS at
+// token 0: [N,N] float (N = grid^2 + 1), 0 where attention is allowed, -inf elsewhere.
+at::Tensor locality_attention_mask(int64_t grid, int64_t window, bool cls_column = false);
 
 struct VisionOutput {
   at::Tensor image_features;                 // [B,E] ln_post(CLS) @ proj (OpenAI encode_image)

@@ -96,6 +96,10 @@ AptFeatures AptModel::encode(const at::Tensor& images) const {
   VisionRequest req;
   req.vv_depth = vv_depth_;
   req.patch_tokens = true;
+  if (options_.attn_mode == AttnMode::kLocal) {
+    req.local_window = options_.attn_window;
+    req.local_qk = options_.attn_local_scores == LocalScores::kQk;
+  }
   bool second_pass = false;
   if (options_.memory_bank) {
     const int64_t deepest = *std::max_element(options_.memory_layers.begin(), options_.memory_layers.end());

@@ -145,6 +145,8 @@ const EnumDef<AnchorMean> kAnchor{{{"raw", AnchorMean::kRaw}, {"normalized", Anc
 const EnumDef<Optimizer> kOptim{{{"sgd", Optimizer::kSgd}, {"adam", Optimizer::kAdam}}};
 const EnumDef<TextImageScore> kTextScore{{{"global", TextImageScore::kGlobal}, {"max_patch", TextImageScore::kMaxPatch}}};
 const EnumDef<ImageScore> kImageScore{{{"fusion", ImageScore::kFusion}, {"max_map", ImageScore::kMaxMap}}};
+const EnumDef<AttnMode> kAttn{{{"vv", AttnMode::kVv}, {"local", AttnMode::kLocal}}};
+const EnumDef<LocalScores> kLocalScores{{{"qk", LocalScores::kQk}, {"vv", LocalScores::kVv}}};
 const EnumDef<ClassParallel> kParallel{{{"shard", ClassParallel::kShard}, {"ddp", ClassParallel::kDdp}}};
 const EnumDef<ClassNameMapping> kMapping{{{"promptad", ClassNameMapping::kPromptAD},
                                           {"none", ClassNameMapping::kNone}}};
@@ -211,6 +213,11 @@ const std::vector<KeyDef>& key_table() {
         APT_STRLIST(abnormal_states, "V-code:WinCLIP", "abnormal state words of the initial meta-prompt"),
         APT_STRING(meta_template, "R", "template of the meta-prompt ensemble"),
         APT_INT(vv_depth, "V-code:PromptAD", "V-V dual-path blocks (-1 = all)"),
+        APT_ENUM(attn_mode, kAttn, "R",
+                 "dual-path attention: vv (PromptAD V-V) | local (Locality-Aware Attention of 2406.18197: patch rows "
+                 "attend to patches within attn_window, not to CLS; CLS row global)"),
+        APT_INT(attn_window, "R", "Chebyshev window w of the local attention in patches (1 = 3x3, 2 = 5x5)"),
+        APT_ENUM(attn_local_scores, kLocalScores, "R", "scores of the local attention: qk (q k^T, spec) | vv (v v^T)"),
         APT_BOOL(memory_bank, "V-code:PromptAD", "visual memory bank of the clean shots"),
         KeyDef{{"memory_layers", "list", "", "V-code:PromptAD", "1-based blocks whose original-path tokens form the memory bank", {}},
                [](AptOptions& o, const std::string& v) {
@@ -256,6 +263,7 @@ void AptOptions::validate() const {
   need(smgs_gamma >= 0, "smgs_gamma", "must be >= 0");
   need(meta_state_name == "object" || meta_state_name == "class", "meta_state_name", "must be object or class");
   need(!normal_states.empty() && !abnormal_states.empty(), "normal_states", "state lists must not be empty");
+  need(attn_window >= 0, "attn_window", "must be >= 0");
   for (auto l : memory_layers) need(l >= 1, "memory_layers", "layers are 1-based");
   need(!memory_bank || !memory_layers.empty() || fusion == ScoreFusion::kText, "memory_layers",
        "the memory bank needs at least one layer");

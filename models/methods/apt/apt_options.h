@@ -24,6 +24,8 @@ enum class ClassNameMapping { kPromptAD, kNone };
 enum class Optimizer { kSgd, kAdam };
 enum class TextImageScore { kGlobal, kMaxPatch };  // s_txt from the global feature or the text map's max
 enum class ImageScore { kFusion, kMaxMap };         // fuse(s_txt, s_vis) or the max of the fused map
+enum class AttnMode { kVv, kLocal };                // dual path: V-V (PromptAD) | Locality-Aware Attention
+enum class LocalScores { kQk, kVv };                // scores of the windowed attention
 enum class ClassParallel { kShard, kDdp };          // ranks split the classes | every class over all ranks
 
 struct AptOptions {
@@ -92,6 +94,9 @@ struct AptOptions {
 
   // --- vision features, memory bank, scoring (spec §4) ---
   int64_t vv_depth = -1;             // V-V dual-path blocks; -1 = all (PromptAD)
+  AttnMode attn_mode = AttnMode::kVv;  // local: windowed attention in the dual path (spec §4.2)
+  int64_t attn_window = 1;           // Chebyshev window w of the local attention (1 = 3x3 patches)
+  LocalScores attn_local_scores = LocalScores::kQk;  // softmax(q k^T + B_loc) (spec) | v v^T
   bool memory_bank = true;
   std::vector<int64_t> memory_layers = {3, 8};  // 1-based blocks of the original path (x_ori)
   ScoreFusion fusion = ScoreFusion::kHarmonic;
