@@ -18,12 +18,14 @@
 //
 // usage: cops_cache_bench [--arch ViT-L-14-336] [--size 518] [--batch 8] [--images 16]
 //                         [--eval-images 8] [--threads 2] [--dir DIR] [--step-only K [--profile FILE]]
+//                         [--cops key=value ...]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/optim/adam.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <iomanip>
@@ -82,6 +84,12 @@ int main(int argc, char** argv) {
   o.feature_dim = cc.embed_dim;
   if (cc.embed_dim % 64 != 0 || cc.embed_dim < 768) o.extractor_heads = std::max<int64_t>(1, cc.embed_dim / 16);
   if (cc.text_layers < 9) o.deep_prompt_depth = std::max<int64_t>(1, cc.text_layers - 1);
+  for (int i = 1; i + 1 < argc; ++i)  // --cops key=value: any method.cops switch (A/B of the exact forms)
+    if (std::string(argv[i]) == "--cops") {
+      const std::string kv = argv[i + 1];
+      const auto eq = kv.find('=');
+      cops::set_cops_option(o, kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+    }
   o.validate();
   const int64_t D = o.feature_dim, S = cc.input_size();
   std::cout << "cops_cache_bench: " << arch << " at " << S << " px (" << cc.num_patches() << " patches), random weights, batch "
@@ -121,6 +129,7 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < B; ++i) idx.push_back(i % N);
     at::Tensor lab = at::arange(B) % 2, msk = at::zeros({B, S, S});
     for (int64_t i = 0; i < B; ++i) msk[i].copy_(masks[i % N]);
+    const std::clock_t cpu0 = std::clock();
     for (int64_t step = 0; step < step_only; ++step) {
       std::unique_ptr<torch::autograd::profiler::RecordProfile> prof;
       if (!profile.empty() && step + 1 == step_only)
@@ -149,7 +158,8 @@ int main(int argc, char** argv) {
     const double k = static_cast<double>(step_only);
     std::cout << std::fixed << std::setprecision(3) << "[cached step] per step (s): prompt_learner " << sp.prompt / k
               << "  text_encoder " << sp.text / k << "  backward " << sp.backward / k << "  optimizer "
-              << sp.optimizer / k << "  total " << sp.total() / k << "\n";
+              << sp.optimizer / k << "  total " << sp.total() / k << "  (process CPU "
+              << static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC / k << " s)\n";
     return 0;
   }
   zsad::models::VisionRequest req;

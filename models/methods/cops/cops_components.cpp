@@ -71,7 +71,11 @@ at::Tensor PrototypeExtractor::forward(const at::Tensor& queries, const at::Tens
   const int64_t hd = D / heads;
   at::Tensor x = queries.unsqueeze(0).expand({B, Q, D});
   at::Tensor qn = at::layer_norm(x, {D}, ln_1_weight, ln_1_bias, 1e-5);
-  at::Tensor fn = at::layer_norm(feats, {D}, ln_1_weight, ln_1_bias, 1e-5);
+  // Frozen image tokens (cached features): ln_1's affine is folded into the few queries below, so
+  // the normalised tokens carry no gradient and the backward never forms one for all P tokens.
+  const bool fold_ln = reassociate && !feats.requires_grad();
+  at::Tensor fn = fold_ln ? at::layer_norm(feats, {D}, {}, {}, 1e-5)
+                          : at::layer_norm(feats, {D}, ln_1_weight, ln_1_bias, 1e-5);
   auto w = in_proj_weight.split(D, 0);
   auto b = in_proj_bias.split(D, 0);
   at::Tensor q = at::linear(qn, w[0], b[0]).view({B, Q, heads, hd}).transpose(1, 2);
@@ -82,11 +86,20 @@ at::Tensor PrototypeExtractor::forward(const at::Tensor& queries, const at::Tens
     // (q.(W_k f + b_k) = (q W_k).f + q.b_k;  sum_p a_p (W_v f_p + b_v) = W_v (sum_p a_p f_p) + b_v as
     // the weights sum to 1), which skips projecting all P tokens: ~5x fewer flops at P=1369.
     at::Tensor wk = w[1].view({heads, hd, D}), wv = w[2].view({heads, hd, D});
-    at::Tensor qk = at::matmul(q, wk);  // [B,h,Q,D]
-    at::Tensor scores = at::matmul(qk.reshape({B, heads * Q, D}), fn.transpose(1, 2)).view({B, heads, Q, P}) +
-                        (q * b[1].view({1, heads, 1, hd})).sum(-1, true);
-    at::Tensor attn = at::softmax(scores, -1);
-    at::Tensor mixed = at::matmul(attn.reshape({B, heads * Q, P}), fn).view({B, heads, Q, D});
+    at::Tensor qk = at::matmul(q, wk).reshape({B, heads * Q, D});  // [B,h*Q,D]
+    at::Tensor qb = (q * b[1].view({1, heads, 1, hd})).sum(-1, true);
+    at::Tensor scores, mixed;
+    if (fold_ln) {
+      // fn = x^ * gamma + beta:  qk.fn = (qk * gamma).x^ + qk.beta;  sum_p a_p fn_p = (a x^) * gamma + (sum_p a_p) beta.
+      scores = (at::matmul(qk * ln_1_weight, fn.transpose(1, 2)) + at::matmul(qk, ln_1_bias).unsqueeze(-1))
+                   .view({B, heads, Q, P}) + qb;
+      at::Tensor a = at::softmax(scores, -1).reshape({B, heads * Q, P});
+      mixed = (at::matmul(a, fn) * ln_1_weight + a.sum(-1, true) * ln_1_bias).view({B, heads, Q, D});
+    } else {
+      scores = at::matmul(qk, fn.transpose(1, 2)).view({B, heads, Q, P}) + qb;
+      at::Tensor attn = at::softmax(scores, -1);
+      mixed = at::matmul(attn.reshape({B, heads * Q, P}), fn).view({B, heads, Q, D});
+    }
     o = at::matmul(mixed, wv.transpose(1, 2)) + b[2].view({1, heads, 1, hd});
   } else {
     at::Tensor k = at::linear(fn, w[1], b[1]).view({B, P, heads, hd}).transpose(1, 2);
@@ -176,12 +189,23 @@ at::Tensor patch_mask(const at::Tensor& gt, int64_t side) {
   return at::max_pool2d(gt.unsqueeze(1), {k, k}, {k, k}).reshape({B, -1});
 }
 
+constexpr double kCosEps = 1e-8;  // F.cosine_similarity's default
+
 at::Tensor prototype_distance(const at::Tensor& f, const at::Tensor& protos) {
-  constexpr double kEps = 1e-8;  // F.cosine_similarity's default
-  at::Tensor fn = f / at::linalg_vector_norm(f, 2, {-1}, true).clamp_min(kEps);
-  at::Tensor pn = protos / at::linalg_vector_norm(protos, 2, {-1}, true).clamp_min(kEps);
+  return prototype_distance_normed(f / at::linalg_vector_norm(f, 2, {-1}, true).clamp_min(kCosEps), protos);
+}
+
+at::Tensor prototype_distance_normed(const at::Tensor& fn, const at::Tensor& protos) {
+  at::Tensor pn = protos / at::linalg_vector_norm(protos, 2, {-1}, true).clamp_min(kCosEps);
   at::Tensor cos = at::matmul(fn, pn.transpose(1, 2));  // [B,P,M]
   return std::get<0>(at::min(1.0 - cos, -1));
+}
+
+std::pair<at::Tensor, at::Tensor> normalise_patches(const at::Tensor& f) {
+  at::Tensor norm = at::linalg_vector_norm(f, 2, {-1}, true);
+  at::Tensor sim = f / norm;
+  if ((norm >= kCosEps).all().item<bool>()) return {sim, sim};  // clamp_min(eps) is the identity
+  return {sim, f / norm.clamp_min(kCosEps)};
 }
 
 at::Tensor gather_loss(const at::Tensor& d_n, const at::Tensor& mask_p, const GlobalReduction& red) {
@@ -230,6 +254,45 @@ at::Tensor focal_loss(const at::Tensor& probs, const at::Tensor& target, double 
   return global_mean(loss.sum(), static_cast<double>(loss.numel()), red);
 }
 
+NearestCells nearest_cells(int64_t side, int64_t H, int64_t W, const at::TensorOptions& options) {
+  // The patch index through the same upsample_nearest2d (its float index arithmetic included).
+  const int64_t P = side * side;
+  at::Tensor idx = at::arange(P, options.requires_grad(false)).view({1, 1, side, side});
+  NearestCells c;
+  c.cell_of_pixel = at::upsample_nearest2d(idx, {H, W}).reshape({H * W}).round().to(at::kLong);
+  c.pixels = at::bincount(c.cell_of_pixel, {}, P).to(options.dtype());
+  return c;
+}
+
+at::Tensor class_counts(const NearestCells& cells, const at::Tensor& target) {
+  const int64_t B = target.size(0), P = cells.pixels.size(0);
+  at::Tensor t = target.reshape({B, -1});
+  at::Tensor is_one = t == 1;
+  if (!(is_one | (t == 0)).all().item<bool>()) return {};  // dice needs the values, focal the classes
+  at::Tensor one = is_one.to(cells.pixels.scalar_type());
+  at::Tensor n1 = at::zeros({B, P}, cells.pixels.options()).scatter_add_(1, cells.cell_of_pixel.expand({B, -1}), one);
+  return at::stack({cells.pixels.expand({B, P}) - n1, n1}, -1);
+}
+
+at::Tensor focal_loss_cells(const at::Tensor& probs, const at::Tensor& counts, int64_t pixels, double gamma,
+                            double smooth, const GlobalReduction& red) {
+  const int64_t C = probs.size(-1);
+  // Row c = the clamped one-hot of class c, built in float32 as focal_loss does.
+  at::Tensor one_hot = at::eye(C, at::kFloat);
+  if (smooth != 0) one_hot = at::clamp(one_hot, smooth / static_cast<double>(C - 1), 1.0 - smooth);
+  one_hot = one_hot.to(probs.scalar_type());
+  at::Tensor pt = (one_hot * probs.unsqueeze(-2)).sum(-1) + smooth;  // [B,P,C]: pixel of class c
+  at::Tensor loss = -1 * at::pow(1 - pt, gamma) * pt.log();
+  return global_mean((counts * loss).sum(), static_cast<double>(pixels), red);
+}
+
+at::Tensor dice_loss_cells(const at::Tensor& p, const at::Tensor& t_sum, const at::Tensor& pixels,
+                           const GlobalReduction& red) {
+  const int64_t b = p.size(0);
+  at::Tensor eff = (2 * (p * t_sum).sum(1) + 1) / ((p * pixels).sum(1) + t_sum.sum(1) + 1);
+  return 1 - global_mean(eff.sum(), static_cast<double>(b), red);
+}
+
 at::Tensor dice_loss(const at::Tensor& p, const at::Tensor& t, const GlobalReduction& red) {
   const int64_t b = t.size(0);
   at::Tensor pf = p.reshape({b, -1});
@@ -244,7 +307,10 @@ at::Tensor image_ce_loss(const at::Tensor& logits, const at::Tensor& labels, con
 }
 
 at::Tensor patch_probabilities(const at::Tensor& f, const at::Tensor& e, double temperature) {
-  at::Tensor fn = f / at::linalg_vector_norm(f, 2, {-1}, true);
+  return patch_probabilities_normed(f / at::linalg_vector_norm(f, 2, {-1}, true), e, temperature);
+}
+
+at::Tensor patch_probabilities_normed(const at::Tensor& fn, const at::Tensor& e, double temperature) {
   return at::softmax(at::bmm(fn, e.transpose(1, 2)) / temperature, -1);
 }
 

@@ -66,6 +66,11 @@ at::Tensor patch_mask(const at::Tensor& gt, int64_t side);
 // d(p) = min_k (1 - cos(f_p, protos_k)), with F.cosine_similarity's eps 1e-8. f [B,P,D],
 // protos [B,M,D] -> [B,P].
 at::Tensor prototype_distance(const at::Tensor& f, const at::Tensor& protos);
+// The same from f already divided by max(|f|, 1e-8) (normalised once for several calls).
+at::Tensor prototype_distance_normed(const at::Tensor& f_normed, const at::Tensor& protos);
+// f / |f| (no eps, as the code's similarity) and, when every |f| >= 1e-8, the identical tensor
+// serves F.cosine_similarity's f / max(|f|, 1e-8) as well: {similarity form, cosine form}.
+std::pair<at::Tensor, at::Tensor> normalise_patches(const at::Tensor& f);
 
 // L_gather = mean over normal patches of d_n; L_scatter = mean over anomalous patches of d_a, or 0
 // when the (global) batch has none.
@@ -87,6 +92,27 @@ at::Tensor reconstruction_loss(const at::Tensor& g, const at::Tensor& s, Reconst
 at::Tensor focal_loss(const at::Tensor& probs, const at::Tensor& target, double gamma = 2.0,
                       double smooth = 1e-5, const GlobalReduction& red = {});
 
+// Nearest-upsampled maps at patch resolution. `cell_of_pixel` [H*W] int64 is the patch index that
+// upsample_nearest2d (same dtype, same sizes) copies to each pixel (see nearest_cells). Then a sum
+// over pixels is a sum over patches weighted by pixel counts, exactly in real arithmetic (float:
+// summation order only):
+//   counts [B,P,C]: pixels of class c (target value c) whose value comes from patch p.
+struct NearestCells {
+  at::Tensor cell_of_pixel;  // [H*W] int64
+  at::Tensor pixels;         // [P] pixels per patch (target dtype)
+};
+NearestCells nearest_cells(int64_t side, int64_t H, int64_t W, const at::TensorOptions& options);
+// counts [B,P,2] of target pixels equal to 0 / 1 per patch; undefined if a target value is neither.
+at::Tensor class_counts(const NearestCells& cells, const at::Tensor& target);
+// focal_loss(upsample_nearest(probs), target) from probs [B,P,C], counts [B,P,C] and the number
+// of pixels B*H*W (the local mean's denominator).
+at::Tensor focal_loss_cells(const at::Tensor& probs, const at::Tensor& counts, int64_t pixels, double gamma,
+                            double smooth, const GlobalReduction& red = {});
+// dice_loss(upsample_nearest(p), t) from p [B,P], t_sum [B,P] (sum of t over each patch's pixels)
+// and pixels [P].
+at::Tensor dice_loss_cells(const at::Tensor& p, const at::Tensor& t_sum, const at::Tensor& pixels,
+                           const GlobalReduction& red = {});
+
 // BinaryDiceLoss: 1 - mean_b (2 sum(p t) + 1) / (sum p + sum t + 1); p, t [B,...].
 at::Tensor dice_loss(const at::Tensor& p, const at::Tensor& t, const GlobalReduction& red = {});
 
@@ -96,6 +122,8 @@ at::Tensor image_ce_loss(const at::Tensor& logits, const at::Tensor& labels, con
 // softmax(cos(f^, e)/T): f [B,P,D] (normalised inside, no eps, like the code), e [B,2,D]
 // normalised text embeddings -> [B,P,2].
 at::Tensor patch_probabilities(const at::Tensor& f, const at::Tensor& e, double temperature);
+// The same from f / |f| (normalise_patches().first).
+at::Tensor patch_probabilities_normed(const at::Tensor& f_normed, const at::Tensor& e, double temperature);
 
 // SAGA spatial weight W = alpha*minmax(d_n) + (1-alpha)*(1-minmax(d_a)), [B,P]; minmax per image or
 // over the whole batch tensor (code).

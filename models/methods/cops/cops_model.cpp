@@ -201,13 +201,14 @@ std::map<std::string, at::Tensor> CopsModel::train_step(const CopsBatch& batch, 
 
   // ESTS: prototypes from the smoothed patch tokens; only the center losses train them.
   at::Tensor f = smooth_patches(batch.patch.to(g.scalar_type()), o.train_kernel);
+  auto [f_sim, f_cos] = normalise_patches(f);  // once for the distances and the probabilities
   at::Tensor proto_n, proto_a;
   if (o.ests) {
     at::Tensor protos = extractor.forward(at::cat({t_n, t_a}, 0), f);
     proto_n = protos.narrow(1, 0, M);
     proto_a = protos.narrow(1, M, M);
-    at::Tensor d_n = prototype_distance(f, proto_n);
-    at::Tensor d_a = prototype_distance(f, proto_a);
+    at::Tensor d_n = prototype_distance_normed(f_cos, proto_n);
+    at::Tensor d_a = prototype_distance_normed(f_cos, proto_a);
     L["gather"] = gather_loss(d_n, gt_p, red);
     L["scatter"] = scatter_loss(d_a, gt_p, red);
     proto_n = proto_n.detach();
@@ -220,16 +221,28 @@ std::map<std::string, at::Tensor> CopsModel::train_step(const CopsBatch& batch, 
   at::Tensor e = text_embeddings(proto_n, proto_a, cls, B, R);  // [B,2,E]
 
   // Segmentation: patch probabilities upsampled to the mask size.
-  at::Tensor probs = patch_probabilities(f, e, o.temperature);  // [B,P,2]
-  at::Tensor map = probs.reshape({B, side, side, 2}).permute({0, 3, 1, 2});
+  at::Tensor probs = patch_probabilities_normed(f_sim, e, o.temperature);  // [B,P,2]
   const int64_t H = gt.size(1), W = gt.size(2);
-  if (o.train_upsample == UpsampleMode::kNearest)
-    map = at::upsample_nearest2d(map, {H, W});
-  else
-    map = at::upsample_bilinear2d(map, {H, W}, /*align_corners=*/false);
-  L["focal"] = focal_loss(map, gt, o.focal_gamma, o.focal_smooth, red);
-  L["dice"] = dice_loss(map.select(1, 1), gt, red);
-  L["dice_inv"] = dice_loss(map.select(1, 0), 1 - gt, red);
+  at::Tensor counts;  // nearest + 0/1 mask: the pixel sums as per-patch sums weighted by pixel counts
+  NearestCells cells;
+  if (o.train_upsample == UpsampleMode::kNearest && o.patch_resolution_losses) {
+    cells = nearest_cells(side, H, W, g.options());
+    counts = class_counts(cells, gt);
+  }
+  if (counts.defined()) {
+    L["focal"] = focal_loss_cells(probs, counts, B * H * W, o.focal_gamma, o.focal_smooth, red);
+    L["dice"] = dice_loss_cells(probs.select(-1, 1), counts.select(-1, 1), cells.pixels, red);
+    L["dice_inv"] = dice_loss_cells(probs.select(-1, 0), counts.select(-1, 0), cells.pixels, red);
+  } else {
+    at::Tensor map = probs.reshape({B, side, side, 2}).permute({0, 3, 1, 2});
+    if (o.train_upsample == UpsampleMode::kNearest)
+      map = at::upsample_nearest2d(map, {H, W});
+    else
+      map = at::upsample_bilinear2d(map, {H, W}, /*align_corners=*/false);
+    L["focal"] = focal_loss(map, gt, o.focal_gamma, o.focal_smooth, red);
+    L["dice"] = dice_loss(map.select(1, 1), gt, red);
+    L["dice_inv"] = dice_loss(map.select(1, 0), 1 - gt, red);
+  }
   L["patch"] = L["focal"] + L["dice"] + L["dice_inv"];
 
   // Classification: CE on cos(g^, e)/T.
@@ -263,16 +276,17 @@ CopsInference CopsModel::infer(const CopsBatch& batch, const CopsTestSettings& s
     cls = vae_decoder.forward(batch.noise.to(g.scalar_type()));  // prior samples, encoder unused
   }
   at::Tensor f = smooth_patches(batch.patch.to(g.scalar_type()), s.kernel);
+  auto [f_sim, f_cos] = normalise_patches(f);
   at::Tensor proto_n, proto_a;
   if (o.ests) {
     at::Tensor protos = extractor.forward(at::cat({t_n, t_a}, 0), f);
     proto_n = protos.narrow(1, 0, M);
     proto_a = protos.narrow(1, M, M);
-    out.d_n = prototype_distance(f, proto_n);
-    out.d_a = prototype_distance(f, proto_a);
+    out.d_n = prototype_distance_normed(f_cos, proto_n);
+    out.d_a = prototype_distance_normed(f_cos, proto_a);
   }
   at::Tensor e = text_embeddings(proto_n, proto_a, cls, B, R);
-  at::Tensor probs = patch_probabilities(f, e, o.temperature);
+  at::Tensor probs = patch_probabilities_normed(f_sim, e, o.temperature);
   if (o.saga && o.ests) probs = probs * saga_weight(out.d_n, out.d_a, s.alpha, o.saga_minmax).unsqueeze(-1);
   out.anomaly_map = probs.select(-1, 1).reshape({B, side, side});
   at::Tensor gn = g / g.norm(2, {-1}, true);

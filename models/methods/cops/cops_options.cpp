@@ -133,6 +133,8 @@ const std::vector<KeyDef>& key_table() {
                return std::string(o.saga_minmax == MinMaxScope::kPerImage ? "per_image" : "batch");
              }, "string", {"per_image", "batch"}},
       ZSAD_INT_KEY(text_context, "tokens run through the text tower: 0 = up to EOT (exact), 77 = code"),
+      ZSAD_BOOL_KEY(patch_resolution_losses, "focal/dice of the nearest-upsampled map per patch with pixel counts (exact)"),
+      ZSAD_BOOL_KEY(text_shared_prefix, "run prompt prefixes shared by several prompts once (exact; not through fp16 gradients)"),
   };
   return table;
 }

@@ -73,6 +73,15 @@ struct CopsOptions {
   // Tokens fed to the text transformer. 0 = up to and including EOT: exact, because the causal
   // mask makes the EOT row independent of later positions (the code runs all 77).
   int64_t text_context = 0;
+  // Exact reformulations (same result up to float summation order), switchable for comparison:
+  // focal/dice on the nearest-upsampled map computed per patch with pixel counts (0/1 masks; the
+  // literal upsampling otherwise) ...
+  bool patch_resolution_losses = true;
+  // ... and prompt positions shared by several prompts (SOT + context tokens + deep prompts; the
+  // image's state tokens across its R samples) run once through the text tower. Used where no
+  // gradient has to pass the per-sequence fp16 rounding of the deep prompts: at inference, or in
+  // training with deep_prompt_fp16 false or no deep prompts.
+  bool text_shared_prefix = true;
 
   // Learnable tokens per prompt (14 with ICTS, 12 without).
   int64_t learnable_tokens() const { return n_ctx + (icts ? cls_len : 0); }
