@@ -218,6 +218,18 @@ TEST(AptDdp, ThreeRanksGiveTheOneRankPromptsAdditiveL2) {
   }
 }
 
+TEST(AptDdp, TwoRanksLearnableMetaPromptOuterStepsToo) {
+  auto o = ddp_options();
+  o.smgs_mode = apt::SmgsMode::kLearnable;
+  o.smgs_meta_lr_scale = 1.0;
+  const auto x = shots(2, 32);
+  apt::AptModel single(o, tiny_clip(), hash_tok());
+  const auto one = single.fit_class("metal_nut", x, 7);
+  EXPECT_GT(max_diff(one.meta_a, one.meta_a0), 1e-4);  // the outer steps moved the meta-prompt
+  const auto two = fit_on_ranks(o, 2, x);
+  for (int r = 0; r < 2; ++r) expect_same_training(one, two[r], "rank " + std::to_string(r) + "/2");
+}
+
 TEST(AptDdp, MethodTrainsEveryClassOnAllRanksThroughTheDatasetContext) {
   const std::string dir = "/tmp/zsad_apt_ddp_" + std::to_string(::getpid());
   auto options = [&](const std::string& parallel) {

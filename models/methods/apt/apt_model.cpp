@@ -24,6 +24,7 @@ at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, {-1}, true
 
 // Streams of the per-class generator.
 constexpr uint64_t kStreamSynthesis = 1;
+constexpr uint64_t kStreamMeta = 2;  // the learnable meta-prompt's outer batches
 
 }  // namespace
 
@@ -220,8 +221,17 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
   auto gen = at::make_generator<at::CPUGeneratorImpl>(cseed);
   auto prompts = AptPrompts::init(o, tokenize_(text + "."), tower_, gen);
   auto enc_ids = [this](const at::Tensor& ids) { return encode_text_ids(ids); };
-  std::tie(st.meta_n0, st.meta_a0) =
-      initial_meta_prompt(o, o.meta_state_name == "object" ? "object" : text, tokenize_, enc_ids);
+  const bool learnable = o.smgs_mode == SmgsMode::kLearnable;
+  LearnableMetaPrompt meta;
+  if (learnable) {
+    meta = LearnableMetaPrompt::init(tokenize_(fill_template(o.smgs_meta_normal, text)),
+                                     tokenize_(fill_template(o.smgs_meta_abnormal, text)), tower_);
+    at::NoGradGuard ng;
+    std::tie(st.meta_n0, st.meta_a0) = meta.anchors(tower_);
+  } else {
+    std::tie(st.meta_n0, st.meta_a0) =
+        initial_meta_prompt(o, o.meta_state_name == "object" ? "object" : text, tokenize_, enc_ids);
+  }
   st.meta_n = st.meta_n0.clone();
   st.meta_a = st.meta_a0.clone();
   const bool guided = o.smgs_mode != SmgsMode::kNone;
@@ -229,8 +239,13 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
   if (o.train && o.epochs > 0) {
     std::vector<at::Tensor> params = {prompts.ctx, prompts.ctx_abnormal};
     for (auto& p : params) p.set_requires_grad(true);
-    SgdState sgd;
-    AdamState adam;
+    SgdState sgd, meta_sgd;
+    AdamState adam, meta_adam;
+    std::vector<at::Tensor> meta_params;
+    if (learnable) {
+      meta_params = {meta.words_n, meta.words_a};
+      for (auto& p : meta_params) p.set_requires_grad(true);
+    }
     const int64_t r = o.variants();
     const auto cfg = synthesis_config(o);
     const auto shots01 = clip_denormalize(shots.to(at::kFloat));
@@ -320,12 +335,50 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
         }
         if (o.optimizer == Optimizer::kAdam) adam.step(params, grads, lr, o.momentum, 0.999, 1e-8, o.weight_decay);
         else sgd.step(params, grads, lr, o.momentum, o.weight_decay);
+        double meta_outer = std::nan("");
+        if (learnable && (step + 1) % o.smgs_meta_every == 0) {
+          // Outer step: the meta-prompt alone, on a fresh synthetic batch of its own stream (the
+          // same shots and, under ddp, the same share of variants), its anchors as the classifier.
+          auto syn2 = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, kStreamMeta, step, my_variants)
+                          : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamMeta, step);
+          AptFeatures fo;
+          if (Vl > 0) {
+            auto sf2 = encode(clip_normalize(syn2.images));
+            fo.global = at::cat({clean_l.global, sf2.global});
+            fo.patches = at::cat({clean_l.patches, sf2.patches});
+          } else {
+            fo.global = clean_l.global;
+            fo.patches = clean_l.patches;
+          }
+          auto masks2 = at::cat({at::zeros({Kl, S, S}, at::kFloat), syn2.masks});
+          auto [m_n, m_a] = meta.anchors(tower_);
+          auto Lo = losses(fo, labels, masks2, m_n, m_a, m_a.unsqueeze(0), at::Tensor(), at::Tensor(),
+                           ddp ? &share : nullptr);
+          auto gm = torch::autograd::grad({Lo.task}, meta_params, {}, false, false, true);
+          for (size_t i = 0; i < meta_params.size(); ++i)
+            if (!gm[i].defined()) gm[i] = at::zeros_like(meta_params[i]);
+          if (ddp) {
+            auto all = at::cat({gm[0].reshape({-1}), gm[1].reshape({-1})}).contiguous();
+            parallel_.allreduce_sum(all);
+            gm[0] = all.narrow(0, 0, gm[0].numel()).view(gm[0].sizes());
+            gm[1] = all.narrow(0, gm[0].numel(), gm[1].numel()).view(gm[1].sizes());
+          }
+          const double mlr = lr * o.smgs_meta_lr_scale;
+          if (o.optimizer == Optimizer::kAdam) meta_adam.step(meta_params, gm, mlr, o.momentum, 0.999, 1e-8, o.weight_decay);
+          else meta_sgd.step(meta_params, gm, mlr, o.momentum, o.weight_decay);
+          at::NoGradGuard ng;
+          auto [n2, a2] = meta.anchors(tower_);
+          st.meta_n = n2.detach();
+          st.meta_a = a2.detach();
+          meta_outer = Lo.task.item<double>();
+        }
         std::map<std::string, double> h = {{"task", L.task.item<double>()},   {"image", L.image.item<double>()},
                                            {"pixel", L.pixel.item<double>()}, {"focal", L.focal.item<double>()},
                                            {"dice", L.dice.item<double>()},   {"lr", lr}};
         if (L.v2t.defined()) h["v2t"] = L.v2t.item<double>();
         if (L.triplet.defined()) h["triplet"] = L.triplet.item<double>();
         if (has_g) h["guidance"] = L.guidance.item<double>();
+        if (!std::isnan(meta_outer)) h["meta_outer"] = meta_outer;
         if (ddp) {
           // The logged terms are the global batch's (sum of the ranks' parts).
           std::vector<std::string> keys;
@@ -358,6 +411,7 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
       }
     }
     for (auto& p : params) p.set_requires_grad(false);
+    for (auto& p : meta_params) p.set_requires_grad(false);
   }
   {
     at::NoGradGuard ng;

@@ -135,7 +135,8 @@ const EnumDef<SynthRegion> kRegion{{{"perlin", SynthRegion::kPerlin}, {"shapes",
                                     {"mixed", SynthRegion::kMixed}}};
 const EnumDef<SynthNoise> kNoise{{{"mixed", SynthNoise::kMixed}, {"gaussian", SynthNoise::kGaussian}}};
 const EnumDef<ObjectMaskMode> kObject{{{"clip", ObjectMaskMode::kClip}, {"none", ObjectMaskMode::kNone}}};
-const EnumDef<SmgsMode> kSmgs{{{"none", SmgsMode::kNone}, {"fixed", SmgsMode::kFixed}, {"ema", SmgsMode::kEma}}};
+const EnumDef<SmgsMode> kSmgs{{{"none", SmgsMode::kNone}, {"fixed", SmgsMode::kFixed}, {"ema", SmgsMode::kEma},
+                               {"learnable", SmgsMode::kLearnable}}};
 const EnumDef<SmgsGrad> kGrad{{{"projection", SmgsGrad::kProjection}, {"additive", SmgsGrad::kAdditive},
                                {"both", SmgsGrad::kBoth}}};
 const EnumDef<SmgsLoss> kGLoss{{{"kl", SmgsLoss::kKl}, {"l2", SmgsLoss::kL2}}};
@@ -199,7 +200,9 @@ const std::vector<KeyDef>& key_table() {
         APT_DOUBLE(w_v2t, "R", "weight of L_v2t"),
         APT_DOUBLE(w_triplet, "R", "weight of L_tri"),
         APT_DOUBLE(triplet_margin, "V-code:PromptAD", "triplet margin"),
-        APT_ENUM(smgs_mode, kSmgs, "R", "meta-prompt: none | fixed (MPTS-like anchor) | ema (self-optimizing)"),
+        APT_ENUM(smgs_mode, kSmgs, "R",
+                 "meta-prompt: none | fixed (MPTS-like anchor) | ema (self-optimizing) | learnable (bi-level token "
+                 "sequence)"),
         APT_ENUM(smgs_grad, kGrad, "R", "guidance: projection (ProGrad) | additive (L_d + w L_g) | both"),
         APT_ENUM(smgs_loss, kGLoss, "R", "guidance loss: kl (prediction level) | l2 (feature level)"),
         APT_DOUBLE(smgs_lambda, "S", "ProGrad lambda"),
@@ -212,6 +215,10 @@ const std::vector<KeyDef>& key_table() {
         APT_STRLIST(normal_states, "V-code:WinCLIP", "normal state words of the initial meta-prompt"),
         APT_STRLIST(abnormal_states, "V-code:WinCLIP", "abnormal state words of the initial meta-prompt"),
         APT_STRING(meta_template, "R", "template of the meta-prompt ensemble"),
+        APT_STRING(smgs_meta_normal, "R", "learnable meta-prompt: initial normal text, {} = class text"),
+        APT_STRING(smgs_meta_abnormal, "R", "learnable meta-prompt: initial abnormal text, {} = class text"),
+        APT_DOUBLE(smgs_meta_lr_scale, "R", "learnable meta-prompt: outer-step lr = lr * this (spec: 10x smaller)"),
+        APT_INT(smgs_meta_every, "R", "learnable meta-prompt: one outer step every this many inner steps"),
         APT_INT(vv_depth, "V-code:PromptAD", "V-V dual-path blocks (-1 = all)"),
         APT_ENUM(attn_mode, kAttn, "R",
                  "dual-path attention: vv (PromptAD V-V) | local (Locality-Aware Attention of 2406.18197: patch rows "
@@ -261,6 +268,8 @@ void AptOptions::validate() const {
   need(epochs >= 0 && steps_per_epoch >= 1, "epochs", "epochs >= 0 and steps_per_epoch >= 1");
   need(smgs_beta >= 0 && smgs_beta <= 1, "smgs_beta", "must lie in [0,1]");
   need(smgs_gamma >= 0, "smgs_gamma", "must be >= 0");
+  need(smgs_meta_lr_scale >= 0, "smgs_meta_lr_scale", "must be >= 0");
+  need(smgs_meta_every >= 1, "smgs_meta_every", "must be >= 1");
   need(meta_state_name == "object" || meta_state_name == "class", "meta_state_name", "must be object or class");
   need(!normal_states.empty() && !abnormal_states.empty(), "normal_states", "state lists must not be empty");
   need(attn_window >= 0, "attn_window", "must be >= 0");

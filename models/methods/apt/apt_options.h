@@ -15,7 +15,8 @@ namespace zsad::models::apt {
 enum class SynthRegion { kPerlin, kShapes, kMixed };
 enum class SynthNoise { kMixed, kGaussian };        // mixed: gaussian/uniform/salt-pepper 0.6/0.2/0.2
 enum class ObjectMaskMode { kClip, kNone };         // OAGM object attention on/off
-enum class SmgsMode { kNone, kFixed, kEma };        // meta-prompt: off, fixed anchor (MPTS), EMA anchor (SMGS)
+// meta-prompt: off, fixed anchor (MPTS), EMA anchor (SMGS), learnable token sequence (bi-level)
+enum class SmgsMode { kNone, kFixed, kEma, kLearnable };
 enum class SmgsGrad { kProjection, kAdditive, kBoth };
 enum class SmgsLoss { kKl, kL2 };
 enum class ScoreFusion { kHarmonic, kMean, kText, kVisual };
@@ -91,6 +92,14 @@ struct AptOptions {
   std::vector<std::string> abnormal_states = {"damaged {}", "broken {}", "{} with flaw", "{} with defect",
                                               "{} with damage"};
   std::string meta_template = "a photo of a {}.";
+  // smgs_mode learnable: the meta-prompt texts ({} = class text) whose token embeddings are the
+  // initial parameters, trained in an outer step (every smgs_meta_every inner steps) on a fresh
+  // synthetic batch of another stream with lr * smgs_meta_lr_scale, on the task loss with the
+  // meta anchors as the classifier (first-order: no differentiation through the inner update).
+  std::string smgs_meta_normal = "a photo of a flawless {}.";
+  std::string smgs_meta_abnormal = "a photo of a damaged {}.";
+  double smgs_meta_lr_scale = 0.1;
+  int64_t smgs_meta_every = 1;
 
   // --- vision features, memory bank, scoring (spec §4) ---
   int64_t vv_depth = -1;             // V-V dual-path blocks; -1 = all (PromptAD)

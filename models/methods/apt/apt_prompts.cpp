@@ -73,6 +73,35 @@ std::pair<at::Tensor, at::Tensor> AptPrompts::encode(const TextTower& tower) con
   return {tower.encode(xn, idn, {}, false), tower.encode(xa, ida, {}, false)};
 }
 
+LearnableMetaPrompt LearnableMetaPrompt::init(const std::vector<int64_t>& normal_ids,
+                                              const std::vector<int64_t>& abnormal_ids, const TextTower& tower) {
+  LearnableMetaPrompt m;
+  auto one = [&](const std::vector<int64_t>& ids_in, at::Tensor& ids, at::Tensor& sot, at::Tensor& words,
+                 at::Tensor& eot) {
+    if (ids_in.size() < 3) throw Error("APT learnable meta-prompt: the text has no tokens");
+    const auto e = std::max_element(ids_in.begin(), ids_in.end()) - ids_in.begin();
+    if (e < 2) throw Error("APT learnable meta-prompt: the text has no tokens between SOT and EOT");
+    ids = at::tensor(std::vector<int64_t>(ids_in.begin(), ids_in.begin() + e + 1), at::kLong);
+    at::NoGradGuard ng;
+    auto emb = tower.embed_tokens(ids).to(at::kFloat).clone();
+    sot = emb.narrow(0, 0, 1).clone();
+    words = emb.narrow(0, 1, e - 1).clone();
+    eot = emb.narrow(0, e, 1).clone();
+  };
+  one(normal_ids, m.ids_n, m.sot_n, m.words_n, m.eot_n);
+  one(abnormal_ids, m.ids_a, m.sot_a, m.words_a, m.eot_a);
+  return m;
+}
+
+std::pair<at::Tensor, at::Tensor> LearnableMetaPrompt::anchors(const TextTower& tower) const {
+  auto enc = [&](const at::Tensor& sot, const at::Tensor& words, const at::Tensor& eot, const at::Tensor& ids) {
+    auto x = at::cat({sot, words, eot}, 0).unsqueeze(0);
+    auto f = tower.encode(x, ids.view({1, -1}), {}, false)[0];
+    return f / f.norm();
+  };
+  return {enc(sot_n, words_n, eot_n, ids_n), enc(sot_a, words_a, eot_a, ids_a)};
+}
+
 std::pair<at::Tensor, at::Tensor> initial_meta_prompt(const AptOptions& o, const std::string& word, const Tokenize& tok,
                                                       const std::function<at::Tensor(const at::Tensor&)>& encode_ids) {
   auto ensemble = [&](const std::vector<std::string>& states) {

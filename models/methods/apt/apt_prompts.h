@@ -41,6 +41,21 @@ struct AptPrompts {
   std::pair<at::Tensor, at::Tensor> encode(const TextTower& tower) const;
 };
 
+// The learnable meta-prompt of smgs_mode learnable (spec §3.2 alternative, [R]): two token
+// sequences initialised from the embeddings of the tokenised texts (e.g. "a photo of a flawless
+// {cls}." / "a photo of a damaged {cls}."); the word positions between SOT and EOT are the
+// parameters, SOT/EOT and the padding stay frozen. Anchors: normalize(enc(sequence)).
+struct LearnableMetaPrompt {
+  at::Tensor words_n, words_a;           // [n_n,W], [n_a,W] learnable
+  at::Tensor ids_n, ids_a;               // [L] up to and including EOT
+  at::Tensor sot_n, eot_n, sot_a, eot_a; // [1,W] frozen
+
+  static LearnableMetaPrompt init(const std::vector<int64_t>& normal_ids, const std::vector<int64_t>& abnormal_ids,
+                                  const TextTower& tower);
+  // (m_n, m_a), each [E] normalised; differentiable with respect to the words.
+  std::pair<at::Tensor, at::Tensor> anchors(const TextTower& tower) const;
+};
+
 // Initial meta anchors (t_n0, t_a0), each normalize(mean_s normalize(enc(template(state(s))))),
 // where state words get `word` ("object" or the class text). encode_ids: [N,ctx] -> [N,E].
 std::pair<at::Tensor, at::Tensor> initial_meta_prompt(const AptOptions& o, const std::string& word, const Tokenize& tok,
