@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 
 #include <ATen/ATen.h>
 
@@ -130,4 +131,75 @@ TEST(AptLearnableMeta, OuterStepMovesOnlyTheMetaPromptInnerStepOnlyThePrompts) {
   apt::AptModel sparse(o, clip, hash_tok());
   const auto d = sparse.fit_class("gear", x, 7);
   for (size_t s = 0; s < d.history.size(); ++s) EXPECT_EQ(d.history[s].count("meta_outer"), (s % 3 == 2) ? 1u : 0u);
+}
+
+TEST(AptAuroc, MatchesAHandCountWithTies) {
+  // Positive/negative pairs: 0.35 beats 0.1 (1) not 0.4 (0); 0.8 beats both (2); 0.4 beats 0.1 (1)
+  // and ties 0.4 (1/2): 4.5 of 6 pairs.
+  auto s = at::tensor({0.1, 0.4, 0.35, 0.8, 0.4});
+  auto y = at::tensor({0, 0, 1, 1, 1});
+  EXPECT_DOUBLE_EQ(apt::binary_auroc(s, y), 4.5 / 6.0);
+  EXPECT_DOUBLE_EQ(apt::binary_auroc(-s, y), 1.5 / 6.0);
+  EXPECT_DOUBLE_EQ(apt::binary_auroc(s, at::zeros({5})), 0.5);
+  EXPECT_THROW(apt::binary_auroc(s, at::zeros({4})), zsad::Error);
+}
+
+TEST(AptSmgsGate, UpdatesOnlyWhenTheHeldOutAurocImproves) {
+  auto clip = tiny_clip();
+  const auto x = shots(2, 32);
+  auto o = base();
+  o.epochs = 6;
+  o.steps_per_epoch = 1;
+  o.smgs_gate_metric = "pixel";
+  apt::AptModel off(o, clip, hash_tok());
+  const auto ref = off.fit_class("gear", x, 7);
+  EXPECT_GT(max_diff(ref.meta_a, ref.meta_a0), 1e-4);
+
+  // A margin no AUROC can clear: every update is rejected and the meta-prompt stays at its
+  // initial anchor, bit for bit.
+  o.smgs_gate = true;
+  o.smgs_gate_margin = 2.0;
+  apt::AptModel never(o, clip, hash_tok());
+  const auto n = never.fit_class("gear", x, 7);
+  EXPECT_TRUE(at::equal(n.meta_a, n.meta_a0));
+  EXPECT_TRUE(at::equal(n.meta_n, n.meta_n0));
+  int gated = 0;
+  for (const auto& h : n.history)
+    if (h.count("gate_accept")) {
+      ++gated;
+      EXPECT_EQ(h.at("gate_accept"), 0.0);
+    }
+  EXPECT_EQ(gated, 6);
+
+  // A margin every AUROC clears: the run equals the ungated one (the held-out evaluation
+  // disturbs nothing).
+  o.smgs_gate_margin = -2.0;
+  apt::AptModel always(o, clip, hash_tok());
+  const auto a = always.fit_class("gear", x, 7);
+  EXPECT_TRUE(at::equal(a.meta_a, ref.meta_a));
+  EXPECT_TRUE(at::equal(a.ctx, ref.ctx));
+
+  // Margin 0: an update is applied iff the AUROC exceeds the one at the last applied update.
+  o.smgs_gate_margin = 0.0;
+  apt::AptModel gate(o, clip, hash_tok());
+  const auto g = gate.fit_class("gear", x, 7);
+  double reference = -1;
+  int accepted = 0, rejected = 0;
+  for (const auto& h : g.history) {
+    if (!h.count("gate_auroc")) continue;
+    if (reference >= 0) EXPECT_DOUBLE_EQ(h.at("gate_reference"), reference);
+    const bool improves = h.at("gate_auroc") > h.at("gate_reference");
+    EXPECT_EQ(h.at("gate_accept"), improves ? 1.0 : 0.0) << h.at("gate_auroc") << " vs " << h.at("gate_reference");
+    reference = improves ? h.at("gate_auroc") : h.at("gate_reference");
+    (improves ? accepted : rejected) += 1;
+    EXPECT_GE(h.at("gate_auroc"), 0.0);
+    EXPECT_LE(h.at("gate_auroc"), 1.0);
+  }
+  EXPECT_EQ(accepted + rejected, 6);
+  std::cout << "gate: " << accepted << " accepted, " << rejected << " rejected" << std::endl;
+  EXPECT_GE(accepted, 1);
+  EXPECT_GE(rejected, 1);
+  // The gate needs the EMA mode.
+  o.smgs_mode = apt::SmgsMode::kFixed;
+  EXPECT_THROW(o.validate(), zsad::Error);
 }

@@ -168,6 +168,33 @@ at::Tensor triplet_loss(const at::Tensor& f, const at::Tensor& t_n, const at::Te
   return at::relu(dp - dn + margin).mean();
 }
 
+double binary_auroc(const at::Tensor& scores, const at::Tensor& labels) {
+  auto sc = scores.detach().to(at::kDouble).flatten().contiguous();
+  auto lb = labels.detach().to(at::kDouble).flatten().contiguous();
+  if (sc.numel() != lb.numel())
+    throw Error("AUROC: " + std::to_string(sc.numel()) + " scores for " + std::to_string(lb.numel()) + " labels");
+  const int64_t n = sc.numel();
+  auto order = std::get<1>(sc.sort());
+  const double* s = sc.data_ptr<double>();
+  const double* y = lb.data_ptr<double>();
+  const int64_t* o = order.data_ptr<int64_t>();
+  double rank_sum = 0, pos = 0;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j + 1 < n && s[o[j + 1]] == s[o[i]]) ++j;
+    const double avg = 0.5 * static_cast<double>(i + j) + 1.0;  // 1-based average rank of the tie group
+    for (int64_t t = i; t <= j; ++t)
+      if (y[o[t]] > 0.5) {
+        rank_sum += avg;
+        pos += 1;
+      }
+    i = j + 1;
+  }
+  const double neg = static_cast<double>(n) - pos;
+  if (pos == 0 || neg == 0) return 0.5;
+  return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg);
+}
+
 at::Tensor memory_visual_map(const std::vector<at::Tensor>& queries, const std::vector<at::Tensor>& banks) {
   if (queries.size() != banks.size() || queries.empty())
     throw Error("memory bank: " + std::to_string(queries.size()) + " query layers for " + std::to_string(banks.size()) +

@@ -89,6 +89,10 @@ at::Tensor v2t_loss(const at::Tensor& f, const at::Tensor& t_n, const at::Tensor
 // mean_i relu(||f_i - t_n||^2 - ||f_i - t_a||^2 + margin), squared norms over the feature axis.
 at::Tensor triplet_loss(const at::Tensor& f, const at::Tensor& t_n, const at::Tensor& t_a, double margin);
 
+// AUROC of scores against 0/1 labels (same length), ties counted half (Mann-Whitney U, equal
+// to sklearn's roc_auc_score); 0.5 when one class is absent.
+double binary_auroc(const at::Tensor& scores, const at::Tensor& labels);
+
 // --- memory bank and scoring (spec §4) --------------------------------------------------------
 
 // Visual map v [B,P] = mean over layers l of min_j (1 - <q_l,p, bank_l,j>)/2 with q normalised

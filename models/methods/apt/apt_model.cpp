@@ -25,6 +25,7 @@ at::Tensor normalize_rows(const at::Tensor& x) { return x / x.norm(2, {-1}, true
 // Streams of the per-class generator.
 constexpr uint64_t kStreamSynthesis = 1;
 constexpr uint64_t kStreamMeta = 2;  // the learnable meta-prompt's outer batches
+constexpr uint64_t kStreamGate = 3;  // the held-out set of the EMA gate
 
 }  // namespace
 
@@ -278,6 +279,37 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
     share.clean_global = K;
     share.owner = parallel_.rank == 0;
     auto labels = at::cat({at::zeros({Kl}, at::kLong), at::ones({Vl}, at::kLong)});
+    // EMA gate: a held-out set fixed per class (the clean shots and synthetic variants of them
+    // from the gate's own stream), encoded once; every rank evaluates all of it (no collective).
+    AptFeatures gate_f;
+    at::Tensor gate_labels, gate_masks;
+    double gate_ref = 0;
+    auto gate_auroc = [&]() -> double {
+      at::NoGradGuard ng;
+      auto [Tn, Ta] = prompts.encode(tower_);
+      AptClassState tmp;
+      tmp.class_name = cls;
+      tmp.t_n = anchor(Tn, o.test_anchor);
+      tmp.t_a = anchor(Ta, o.test_anchor);
+      tmp.banks = st.banks;
+      auto sc = score_features(tmp, gate_f);
+      const double img = binary_auroc(sc.image_scores, gate_labels);
+      if (o.smgs_gate_metric == "image") return img;
+      auto up = at::upsample_bilinear2d(sc.anomaly_maps.unsqueeze(1).to(at::kFloat), {S, S}, false);
+      const double pix = binary_auroc(up, gate_masks);
+      return o.smgs_gate_metric == "pixel" ? pix : 0.5 * (img + pix);
+    };
+    if (o.smgs_gate) {
+      const int64_t rg = (o.smgs_gate_images + K - 1) / K;
+      auto syn = synthesize_batch(shots01, st.object_masks, rg, cfg, cseed, kStreamGate, 0);
+      auto sf = encode(clip_normalize(syn.images));
+      gate_f.global = at::cat({clean.global, sf.global});
+      gate_f.patches = at::cat({clean.patches, sf.patches});
+      for (size_t l = 0; l < clean.layers.size(); ++l) gate_f.layers.push_back(at::cat({clean.layers[l], sf.layers[l]}));
+      gate_labels = at::cat({at::zeros({K}, at::kLong), at::ones({K * rg}, at::kLong)});
+      gate_masks = at::cat({at::zeros({K, S, S}, at::kFloat), syn.masks});
+      gate_ref = gate_auroc();  // the untrained prompts
+    }
     for (int64_t epoch = 0; epoch < o.epochs; ++epoch) {
       const double lr = cosine_lr(o.lr, o.eta_min, epoch, o.epochs);
       for (int64_t s = 0; s < o.steps_per_epoch; ++s) {
@@ -395,7 +427,17 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
         }
         st.history.push_back(h);
       }
-      if (o.smgs_mode == SmgsMode::kEma) {
+      bool apply_ema = o.smgs_mode == SmgsMode::kEma;
+      if (apply_ema && o.smgs_gate) {
+        const double a = gate_auroc();
+        apply_ema = a > gate_ref + o.smgs_gate_margin;
+        auto& h = st.history.back();
+        h["gate_auroc"] = a;
+        h["gate_reference"] = gate_ref;
+        h["gate_accept"] = apply_ema ? 1.0 : 0.0;
+        if (apply_ema) gate_ref = a;
+      }
+      if (apply_ema) {
         at::NoGradGuard ng;
         auto [Tn, Ta] = prompts.encode(tower_);
         st.meta_n = meta_prompt_update(st.meta_n, anchor(Tn, o.train_anchor), st.meta_n0, o.smgs_beta, o.smgs_gamma);

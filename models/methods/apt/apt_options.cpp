@@ -215,6 +215,10 @@ const std::vector<KeyDef>& key_table() {
         APT_STRLIST(normal_states, "V-code:WinCLIP", "normal state words of the initial meta-prompt"),
         APT_STRLIST(abnormal_states, "V-code:WinCLIP", "abnormal state words of the initial meta-prompt"),
         APT_STRING(meta_template, "R", "template of the meta-prompt ensemble"),
+        APT_BOOL(smgs_gate, "R", "EMA update only if the held-out synthetic AUROC improved since the last update"),
+        APT_INT(smgs_gate_images, "R", "gate: about this many held-out synthetic images (k clean shots as negatives)"),
+        APT_STRING(smgs_gate_metric, "R", "gate AUROC: image | pixel | mean"),
+        APT_DOUBLE(smgs_gate_margin, "R", "gate: the AUROC must exceed the reference by more than this"),
         APT_STRING(smgs_meta_normal, "R", "learnable meta-prompt: initial normal text, {} = class text"),
         APT_STRING(smgs_meta_abnormal, "R", "learnable meta-prompt: initial abnormal text, {} = class text"),
         APT_DOUBLE(smgs_meta_lr_scale, "R", "learnable meta-prompt: outer-step lr = lr * this (spec: 10x smaller)"),
@@ -270,6 +274,10 @@ void AptOptions::validate() const {
   need(smgs_gamma >= 0, "smgs_gamma", "must be >= 0");
   need(smgs_meta_lr_scale >= 0, "smgs_meta_lr_scale", "must be >= 0");
   need(smgs_meta_every >= 1, "smgs_meta_every", "must be >= 1");
+  need(smgs_gate_images >= 1, "smgs_gate_images", "must be >= 1");
+  need(smgs_gate_metric == "image" || smgs_gate_metric == "pixel" || smgs_gate_metric == "mean", "smgs_gate_metric",
+       "must be image, pixel or mean");
+  need(!smgs_gate || smgs_mode == SmgsMode::kEma, "smgs_gate", "gates the EMA update: needs smgs_mode ema");
   need(meta_state_name == "object" || meta_state_name == "class", "meta_state_name", "must be object or class");
   need(!normal_states.empty() && !abnormal_states.empty(), "normal_states", "state lists must not be empty");
   need(attn_window >= 0, "attn_window", "must be >= 0");

@@ -96,6 +96,14 @@ struct AptOptions {
   // initial parameters, trained in an outer step (every smgs_meta_every inner steps) on a fresh
   // synthetic batch of another stream with lr * smgs_meta_lr_scale, on the task loss with the
   // meta anchors as the classifier (first-order: no differentiation through the inner update).
+  // Gating of the EMA update (spec §3.2 "optional gating"): after each epoch the update is applied
+  // only if the current prompts' AUROC on a held-out set (the k clean shots and ~smgs_gate_images
+  // synthetic variants of them from their own random stream, fixed per class) exceeds the AUROC at
+  // the last applied update (initially: of the untrained prompts) by more than smgs_gate_margin.
+  bool smgs_gate = false;
+  int64_t smgs_gate_images = 16;
+  std::string smgs_gate_metric = "image";  // image | pixel | mean
+  double smgs_gate_margin = 0.0;
   std::string smgs_meta_normal = "a photo of a flawless {}.";
   std::string smgs_meta_abnormal = "a photo of a damaged {}.";
   double smgs_meta_lr_scale = 0.1;
