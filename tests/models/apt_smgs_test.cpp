@@ -3,13 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include <ATen/ATen.h>
 
 #include "common/error.h"
 #include "models/clip/clip_model.h"
 #include "models/methods/apt/apt_components.h"
+#include "models/methods/apt/apt_method.h"
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/apt/apt_prompts.h"
 #include "models/methods/cops/cops_clip.h"
@@ -202,4 +206,20 @@ TEST(AptSmgsGate, UpdatesOnlyWhenTheHeldOutAurocImproves) {
   // The gate needs the EMA mode.
   o.smgs_mode = apt::SmgsMode::kFixed;
   EXPECT_THROW(o.validate(), zsad::Error);
+}
+
+// docs/apt.md lists every method.apt.* key in its key table (so new switches are documented).
+TEST(AptDocs, EveryKeyHasARowInTheKeyTable) {
+  const char* src = std::getenv("ZSAD_SOURCE_DIR");
+  std::ifstream f(std::string(src && *src ? src : "/work/main") + "/docs/apt.md");
+  ASSERT_TRUE(f.good());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string doc = ss.str();
+  const auto keys = apt::apt_method_keys();
+  EXPECT_GE(keys.size(), 70u);
+  for (const auto& k : keys) {
+    const std::string name = k.key.substr(std::string("method.apt.").size());
+    EXPECT_NE(doc.find("| `" + name + "` |"), std::string::npos) << name << " has no row in docs/apt.md";
+  }
 }
