@@ -166,7 +166,7 @@ at::Tensor CopsModel::assemble_prompts(const at::Tensor& proto_n, const at::Tens
 
 at::Tensor CopsModel::text_embeddings(const at::Tensor& proto_n, const at::Tensor& proto_a, const at::Tensor& cls,
                                       int64_t batch, int64_t R) const {
-  return prompt.encode(options_, tower_, assemble_prompts(proto_n, proto_a, cls, batch, R));
+  return prompt.encode_sharing(options_, tower_, assemble_prompts(proto_n, proto_a, cls, batch, R), proto_n.defined());
 }
 
 std::map<std::string, at::Tensor> CopsModel::train_step(const CopsBatch& batch, const GlobalReduction& red) {

@@ -84,10 +84,51 @@ at::Tensor PromptLearner::encode(const CopsOptions& o, const TextTower& tower, c
   std::vector<at::Tensor> deep = compound_prompts_text;
   if (o.deep_prompt_fp16)
     for (auto& p : deep) p = p.unsqueeze(0).expand({B * N2, p.size(0), p.size(1)});
-  at::Tensor y = tower.encode(x, ids, deep, o.deep_prompt_fp16);
-  y = y / y.norm(2, {-1}, true);
+  return average_samples(tower.encode(x, ids, deep, o.deep_prompt_fp16), B, N2);
+}
+
+at::Tensor PromptLearner::average_samples(const at::Tensor& features, int64_t B, int64_t N2) {
+  at::Tensor y = features / features.norm(2, {-1}, true);
   y = y.reshape({B, 2, N2 / 2, y.size(-1)}).mean(2);
   return y / y.norm(2, {-1}, true);
+}
+
+at::Tensor PromptLearner::encode_sharing(const CopsOptions& o, const TextTower& tower, const at::Tensor& prompts,
+                                         bool per_image_states) const {
+  const int64_t B = prompts.size(0), N2 = prompts.size(1), W = prompts.size(3), R = N2 / 2, N = B * N2;
+  const int64_t eot = token_ids.argmax().item<int64_t>();
+  const int64_t L = o.text_context == 0 ? eot + 1 : std::min<int64_t>(o.text_context, kContextLength);
+  if (!o.text_shared_prefix || !tower.encode_shared || L == kContextLength || L <= eot)
+    return encode(o, tower, prompts);
+  bool deep_grad = false;
+  for (const auto& p : compound_prompts_text) deep_grad = deep_grad || p.requires_grad();
+  deep_grad = deep_grad && at::GradMode::is_enabled();
+  const int64_t n = compound_prompts_text.empty() ? 0 : compound_prompts_text[0].size(0);
+  at::Tensor x = prompts.narrow(2, 0, L);
+  at::Tensor ids = token_ids.narrow(0, 0, L).view({1, L}).expand({N, L});
+  // Each sequence's deep-prompt gradient is rounded to fp16 on its own (see encode()): summed over
+  // a shared prefix it would round differently. (Sharing only the SOT token gains nothing measurable.)
+  if (o.deep_prompt_fp16 && deep_grad && n > 0) return encode(o, tower, prompts);
+  // Per polarity: SOT + the C context tokens. Per (image, polarity): also the state tokens, which
+  // the R samples of an image share. Whichever runs fewer positions; deep prompts lie inside.
+  const int64_t C = o.context_tokens(), S = 1 + o.n_ctx;
+  const int64_t cost_pol = 2 * (1 + C) + N * (L - 1 - C);
+  const int64_t cost_img = (per_image_states ? 2 * B : 2) * S + N * (L - S);
+  const bool by_image = cost_img < cost_pol || n + 1 > 1 + C;
+  const int64_t Lp = by_image ? S : 1 + C;
+  if (n + 1 > Lp || Lp >= L) return encode(o, tower, prompts);
+  at::Tensor firsts = x.view({B, 2, R, L, W}).select(2, 0).narrow(2, 0, Lp);  // [B,2,Lp,W]
+  at::Tensor j = at::arange(N, at::kLong), prefix, group;
+  if (by_image && per_image_states) {
+    prefix = firsts.reshape({2 * B, Lp, W});
+    group = at::div(j, R, "floor");  // sequence b*2R + pol*R + r -> b*2 + pol
+  } else {
+    prefix = firsts.select(0, 0);
+    group = at::remainder(at::div(j, R, "floor"), 2);
+  }
+  at::Tensor rest = x.narrow(2, Lp, L - Lp).reshape({N, L - Lp, W});
+  return average_samples(tower.encode_shared(prefix, group, rest, ids, compound_prompts_text, o.deep_prompt_fp16), B,
+                         N2);
 }
 
 void PromptLearner::collect(NamedTensorRefs& out) {

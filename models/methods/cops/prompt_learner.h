@@ -45,6 +45,15 @@ struct PromptLearner {
   // Runs the assembled prompts [B,2R,77,W] through the tower: per-prompt L2-normalised features,
   // mean over R, L2-normalised again -> [B,2,E] (index 0 normal, 1 anomaly).
   at::Tensor encode(const CopsOptions& o, const TextTower& tower, const at::Tensor& prompts) const;
+  // The same result; with o.text_shared_prefix and a tower offering encode_shared, the positions
+  // several prompts share run once: SOT + context tokens (and deep prompts) per polarity or, when
+  // cheaper (R > 1, e.g. inference), also the state tokens per (image, polarity). Not while the
+  // deep-prompt gradients are rounded to fp16 per sequence (training with deep_prompt_fp16).
+  // per_image_states: the state tokens differ between images (prototypes added).
+  at::Tensor encode_sharing(const CopsOptions& o, const TextTower& tower, const at::Tensor& prompts,
+                            bool per_image_states) const;
+  // Per-prompt features [B*2R,E] -> L2-normalised, mean over R, L2-normalised -> [B,2,E].
+  static at::Tensor average_samples(const at::Tensor& features, int64_t B, int64_t N2);
 
   void collect(NamedTensorRefs& out);          // ctx_pos, ctx_neg, compound_prompts_text.N
   void collect_buffers(NamedTensorRefs& out);  // token_ids, token_prefix, token_suffix

@@ -21,6 +21,14 @@ struct TextTower {
   std::function<at::Tensor(const at::Tensor& prompts, const at::Tensor& ids,
                            const std::vector<at::Tensor>& deep, bool deep_fp16)>
       encode;
+  // Optional (may be empty): encode() of sequences whose first Lp positions are shared, given once
+  // per group: sequence j = cat(prefix[group[j]], rest[j]) with prefix [G,Lp,W], group [N] int64,
+  // rest [N,L-Lp,W], ids [N,L]. Same result as encode() on the full sequences; the shared positions
+  // run once per group (their gradient is the sum over the group's sequences). Deep prompts lie
+  // inside the prefix as [n,W] (Lp > n), or in the rest (Lp <= 1).
+  std::function<at::Tensor(const at::Tensor& prefix, const at::Tensor& group, const at::Tensor& rest,
+                           const at::Tensor& ids, const std::vector<at::Tensor>& deep, bool deep_fp16)>
+      encode_shared;
 };
 
 }  // namespace zsad::models::cops
