@@ -21,7 +21,9 @@ namespace {
 
 // 32 px, patch 4: an 8x8 grid; 4 heads of 16 dims; 2 blocks.
 ClipModel grid8_clip(bool parallel_heads) {
-  auto cfg = zsad::models::clip_config("tinyp4");
+  auto cfg = zsad::models::clip_config("tiny");
+  cfg.vision_patch = 4;
+  cfg.vision_grid = 8;
   cfg.vision_heads = 4;
   at::manual_seed(77);
   ClipModel m(cfg);
