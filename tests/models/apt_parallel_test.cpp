@@ -378,7 +378,9 @@ std::string env_or(const char* name, const std::string& def) {
 // Runs the synthetic APT experiment through the CLI; returns its run directory.
 fs::path run_cli(const fs::path& root, const std::string& args) {
   const std::string src = env_or("ZSAD_SOURCE_DIR", "/work/main");
-  const std::string cmd = "cd " + src + " && ZSAD_OUTPUT_ROOT=" + root.string() + " " +
+  // Own data root: the synthetic dataset is generated there (never a stale copy in the tree).
+  const std::string cmd = "cd " + src + " && ZSAD_OUTPUT_ROOT=" + root.string() +
+                          " ZSAD_DATA_ROOT=" + (root.parent_path() / "data").string() + " " +
                           env_or("ZSAD_BINARY", "zsad") +
                           " run apt_synth_fewshot method.apt.epochs=3 seed=1 " + args + " > " +
                           (root / "log.txt").string() + " 2>&1";
