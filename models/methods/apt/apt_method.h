@@ -6,6 +6,9 @@
 // shared state directory, and loads the other ranks' classes when it first scores one of their
 // images (files are written atomically; a rank waits up to method.apt.gather_timeout_s).
 // The assignment and the shots are logged to <state dir>/<dataset>/shards.txt and shots.txt.
+// With method.apt.class_parallel=ddp every rank trains every class instead, the step's batch
+// split over the ranks and the gradients summed through DatasetContext::allreduce_sum (the
+// evaluation's communicator; AptModel::set_parallel).
 #include <map>
 #include <memory>
 #include <set>
