@@ -1,5 +1,8 @@
-// CoPS with and without the feature cache (issue 8 point 6, issue 7 point 4). Owned by engineer
-// "cache"; numbers in docs/benchmarks.md ("Feature cache").
+// CoPS with and without the feature cache (issue 8 point 6, issue 7 point 4). Numbers in
+// docs/benchmarks.md ("CoPS training with the feature cache").
+// On a shared machine run it with OMP_WAIT_POLICY=passive: with libgomp's default spin-wait, the
+// OpenMP workers spinning between ATen's small parallel regions take the cores from OpenBLAS's own
+// GEMM threads, which doubles the cached step (see the doc).
 //
 // Part 1 — training: one epoch of CoPS on `--images` synthetic images (random pixels, random
 // masks/labels) at the CLIP shapes of --arch/--size with random weights, batch --batch:
@@ -94,6 +97,9 @@ int main(int argc, char** argv) {
   const int64_t D = o.feature_dim, S = cc.input_size();
   std::cout << "cops_cache_bench: " << arch << " at " << S << " px (" << cc.num_patches() << " patches), random weights, batch "
             << B << ", " << N << " training images, " << threads << " thread(s)\n";
+  auto env = [](const char* k) { const char* v = std::getenv(k); return std::string(v ? v : "unset"); };
+  std::cout << "environment: OMP_WAIT_POLICY=" << env("OMP_WAIT_POLICY") << " GOMP_SPINCOUNT=" << env("GOMP_SPINCOUNT")
+            << " OPENBLAS_NUM_THREADS=" << env("OPENBLAS_NUM_THREADS") << "\n";
 
   // Timed text tower: the CoPS step's text encoder forward is measured inside the step.
   double text_fwd = 0;
