@@ -173,6 +173,18 @@ int main(int argc, char** argv) {
               << "  text_encoder " << sp.text / k << "  backward " << sp.backward / k << "  optimizer "
               << sp.optimizer / k << "  total " << sp.total() / k << "  (process CPU "
               << static_cast<double>(std::clock() - cpu0) / CLOCKS_PER_SEC / k << " s)\n";
+    // Inference on the same shapes (R = r_test prior samples per image), e.g. to compare
+    // --cops text_shared_prefix=true|false.
+    cops::CopsBatch ib;
+    ib.global = at::randn({B, D});
+    ib.patch = at::randn({B, cc.num_patches(), D});
+    ib.noise = cops::vae_noise(0, 1, 0, idx, o.r_test, D);
+    text_fwd = 0;
+    const auto ti = Clock::now();
+    const std::clock_t icpu = std::clock();
+    model.infer(ib);
+    std::cout << "[inference] batch " << B << ", R " << o.r_test << ": " << since(ti) << " s (text encoder " << text_fwd
+              << " s, process CPU " << static_cast<double>(std::clock() - icpu) / CLOCKS_PER_SEC << " s)\n";
     return 0;
   }
   zsad::models::VisionRequest req;
