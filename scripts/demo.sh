@@ -18,6 +18,9 @@ bash scripts/install-deps.sh
 [ -f "$build/CMakeCache.txt" ] || cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" -j"$(nproc)" --target zsad
 
+# Two ranks share the cores: idle OpenMP threads must sleep, not spin, or they starve OpenBLAS
+# (docs/benchmarks.md, "CoPS training with the feature cache": about 2x on the cached step).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 export ZSAD_OUTPUT_ROOT="${ZSAD_OUTPUT_ROOT:-$PWD/demo_output}"
 export ZSAD_DATA_ROOT="${ZSAD_DATA_ROOT:-$ZSAD_OUTPUT_ROOT/data}"
 zsad="$build/launch/zsad"
