@@ -17,10 +17,14 @@
 #include "models/methods/apt/apt_method.h"
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/cops/cops_clip.h"
+#include "apt_test_util.h"
 
 namespace apt = zsad::models::apt;
 
 namespace {
+
+using zsad::test::apt::tiny_clip;
+using zsad::test::apt::shots;
 
 std::string vocab() {
   const char* d = std::getenv("ZSAD_SHARED_DIR");
@@ -30,14 +34,6 @@ std::string vocab() {
 const zsad::models::Tokenizer& tokenizer() {
   static zsad::models::Tokenizer t(vocab());
   return t;
-}
-
-zsad::models::ClipModel tiny_clip() {
-  at::manual_seed(1234);
-  zsad::models::ClipModel m(zsad::models::clip_config("tiny"));
-  m->eval();
-  for (auto& p : m->parameters()) p.set_requires_grad(false);
-  return m;
 }
 
 apt::AptOptions small_options() {
@@ -52,11 +48,6 @@ apt::AptOptions small_options() {
 
 apt::Tokenize tok() {
   return [](const std::string& s) { return tokenizer().tokenize_padded(s); };
-}
-
-at::Tensor shots(int64_t k, int64_t S) {
-  at::manual_seed(99);
-  return apt::clip_normalize(at::rand({k, 3, S, S}));
 }
 
 }  // namespace

@@ -3,10 +3,8 @@
 // prompts; a WinCLIP shot list selects the named support images.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <thread>
 
 #include <unistd.h>
@@ -19,6 +17,8 @@
 #include "models/methods/apt/apt_method.h"
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/method.h"
+#include "apt_test_util.h"
+#include "in_process_group.h"
 
 namespace apt = zsad::models::apt;
 namespace fs = std::filesystem;
@@ -26,93 +26,32 @@ using zsad::models::OptionMap;
 
 namespace {
 
+using zsad::test::apt::tiny_clip;
+using zsad::test::apt::hash_tok;
+using zsad::test::apt::shots;
+using zsad::test::apt::max_diff;
+
 // Every rank deposits a tensor; all receive the element-wise sum (summed in rank order).
-class InProcessSum {
+class InProcessSum : public zsad::test::InProcessExchange {
  public:
-  explicit InProcessSum(int world) : world_(world), slots_(world) {}
+  using InProcessExchange::InProcessExchange;
   void allreduce(int rank, at::Tensor& t) {
-    std::unique_lock<std::mutex> lock(m_);
-    const uint64_t my_gen = gen_;
-    slots_[rank] = t.clone();
-    if (++arrived_ == world_) {
-      result_ = slots_[0].clone();
-      for (int r = 1; r < world_; ++r) result_ += slots_[r];
-      arrived_ = 0;
-      ++gen_;
-      ++calls_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return gen_ != my_gen; });
-    }
-    t.copy_(result_);
+    auto all = exchange(rank, t);
+    at::Tensor sum = all[0].clone();
+    for (size_t r = 1; r < all.size(); ++r) sum += all[r];
+    t.copy_(sum);
   }
   std::function<void(at::Tensor&)> hook(int rank) {
     return [this, rank](at::Tensor& t) { allreduce(rank, t); };
   }
-  int64_t calls() const { return calls_; }
-
- private:
-  int world_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  uint64_t gen_ = 0;
-  int64_t calls_ = 0;
-  std::vector<at::Tensor> slots_;
-  at::Tensor result_;
+  int64_t calls() const { return collectives(); }
 };
 
-zsad::models::ClipModel tiny_clip() {
-  at::manual_seed(1234);
-  zsad::models::ClipModel m(zsad::models::clip_config("tiny"));
-  m->eval();
-  for (auto& p : m->parameters()) p.set_requires_grad(false);
-  return m;
-}
-
-// A deterministic word-hash tokenizer (thread-safe, no vocabulary file).
-apt::Tokenize hash_tok() {
-  return [](const std::string& s) {
-    std::vector<int64_t> ids(77, 0);
-    ids[0] = 49406;
-    size_t n = 1;
-    std::string w;
-    auto flush = [&] {
-      if (w.empty() || n >= 76) return;
-      uint64_t h = 1469598103934665603ull;
-      for (char c : w) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-      ids[n++] = static_cast<int64_t>(h % 49000) + 1;
-      w.clear();
-    };
-    for (char c : s) {
-      if (c == ' ') flush();
-      else w += c;
-    }
-    flush();
-    ids[n] = 49407;
-    return ids;
-  };
-}
-
 apt::AptOptions ddp_options() {
-  apt::AptOptions o;
-  o.shots = 2;
+  apt::AptOptions o = zsad::test::apt::small_adam_options();
   o.variants_per_shot = 2;  // global batch 2 clean + 4 synthetic
-  o.epochs = 3;
-  o.steps_per_epoch = 2;
-  o.memory_layers = {1, 2};
-  o.optimizer = apt::Optimizer::kAdam;
-  o.lr = 0.05;
-  o.init_std = 1.0;
   return o;
 }
-
-at::Tensor shots(int64_t k, int64_t S) {
-  at::manual_seed(99);
-  return apt::clip_normalize(at::rand({k, 3, S, S}));
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 // Trains one class on `world` simulated ranks; returns every rank's state.
 std::vector<apt::AptClassState> fit_on_ranks(const apt::AptOptions& o, int world, const at::Tensor& x) {

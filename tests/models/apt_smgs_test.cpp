@@ -17,61 +17,18 @@
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/apt/apt_prompts.h"
 #include "models/methods/cops/cops_clip.h"
+#include "apt_test_util.h"
 
 namespace apt = zsad::models::apt;
 
 namespace {
 
-zsad::models::ClipModel tiny_clip() {
-  at::manual_seed(1234);
-  zsad::models::ClipModel m(zsad::models::clip_config("tiny"));
-  m->eval();
-  for (auto& p : m->parameters()) p.set_requires_grad(false);
-  return m;
-}
+using zsad::test::apt::tiny_clip;
+using zsad::test::apt::hash_tok;
+using zsad::test::apt::shots;
+using zsad::test::apt::max_diff;
 
-// Word-hash tokenizer (no vocabulary file): SOT, one id per word, EOT (the largest id).
-apt::Tokenize hash_tok() {
-  return [](const std::string& s) {
-    std::vector<int64_t> ids(77, 0);
-    ids[0] = 49406;
-    size_t n = 1;
-    std::string w;
-    auto flush = [&] {
-      if (w.empty() || n >= 76) return;
-      uint64_t h = 1469598103934665603ull;
-      for (char c : w) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-      ids[n++] = static_cast<int64_t>(h % 49000) + 1;
-      w.clear();
-    };
-    for (char c : s) {
-      if (c == ' ') flush();
-      else w += c;
-    }
-    flush();
-    ids[n] = 49407;
-    return ids;
-  };
-}
-
-apt::AptOptions base() {
-  apt::AptOptions o;
-  o.shots = 2;
-  o.epochs = 3;
-  o.steps_per_epoch = 2;
-  o.memory_layers = {1, 2};
-  o.optimizer = apt::Optimizer::kAdam;
-  o.lr = 0.05;
-  o.init_std = 1.0;
-  return o;
-}
-
-at::Tensor shots(int64_t k, int64_t S) {
-  at::manual_seed(99);
-  return apt::clip_normalize(at::rand({k, 3, S, S}));
-}
-
-double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+apt::AptOptions base() { return zsad::test::apt::small_adam_options(); }
 
 }  // namespace
 

@@ -3,8 +3,6 @@
 // the single-process loss values, and their averaged gradients equal the single-process gradients.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -12,30 +10,17 @@
 #include "models/clip/clip_model.h"
 #include "models/methods/cops/cops_clip.h"
 #include "models/methods/cops/cops_model.h"
+#include "in_process_group.h"
 
 namespace zsad::test::cops {
 namespace {
 
 namespace mc = zsad::models::cops;
 
-// Every rank deposits a tensor; all receive the list in rank order.
-class InProcessGroup {
+// Ranks meet in exchange(); reduction() is CoPS's view of it.
+class InProcessGroup : public InProcessExchange {
  public:
-  explicit InProcessGroup(int world) : world_(world), slots_(world) {}
-  std::vector<at::Tensor> exchange(int rank, const at::Tensor& t) {
-    std::unique_lock<std::mutex> lock(m_);
-    const uint64_t my_gen = gen_;
-    slots_[rank] = t.detach().clone();
-    if (++arrived_ == world_) {
-      result_ = slots_;
-      arrived_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return gen_ != my_gen; });
-    }
-    return result_;
-  }
+  using InProcessExchange::InProcessExchange;
   mc::GlobalReduction reduction(int rank) {
     mc::GlobalReduction r;
     r.sum = [this, rank](const at::Tensor& t) {
@@ -45,17 +30,9 @@ class InProcessGroup {
       return s;
     };
     r.gather = [this, rank](const at::Tensor& t) { return at::cat(exchange(rank, t), 0); };
-    r.grad_scale = world_;  // the trainer averages gradients over ranks
+    r.grad_scale = world();  // the trainer averages gradients over ranks
     return r;
   }
-
- private:
-  int world_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  uint64_t gen_ = 0;
-  std::vector<at::Tensor> slots_, result_;
 };
 
 zsad::models::ClipModel make_clip() {

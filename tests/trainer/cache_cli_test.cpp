@@ -12,6 +12,7 @@
 
 #include "common/h5.h"
 #include "rank_threads.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -44,11 +45,7 @@ std::map<std::string, std::string> digests(const std::string& dir) {
   return out;
 }
 
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
-  return n;
-}
+using zsad::testing::count_occurrences;
 
 }  // namespace
 
@@ -66,14 +63,14 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   auto cold = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
   ASSERT_EQ(cold.first, 0) << cold.second;
   // train synth_objects and test synth_objects share one key (same index, split and model).
-  EXPECT_EQ(count(cold.second, "cache: miss"), 2u) << cold.second;
+  EXPECT_EQ(count_occurrences(cold.second, "cache: miss"), 2u) << cold.second;
   EXPECT_NE(cold.second.find("1 hit(s), 2 miss(es)"), std::string::npos) << cold.second;
   const auto one = digests(dir + "/one/cache");
   EXPECT_EQ(one.size(), 2u);
 
   auto warm = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
   ASSERT_EQ(warm.first, 0) << warm.second;
-  EXPECT_EQ(count(warm.second, "cache: miss"), 0u) << warm.second;
+  EXPECT_EQ(count_occurrences(warm.second, "cache: miss"), 0u) << warm.second;
   EXPECT_NE(warm.second.find("3 hit(s), 0 miss(es)"), std::string::npos) << warm.second;
   EXPECT_EQ(digests(dir + "/one/cache"), one);
 
@@ -88,7 +85,7 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   // A different image size is a different key: new files, nothing reused.
   auto dry = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small + " model.image_size=72 --dry-run");
   ASSERT_EQ(dry.first, 0) << dry.second;
-  EXPECT_EQ(count(dry.second, "[absent]"), 3u) << dry.second;
+  EXPECT_EQ(count_occurrences(dry.second, "[absent]"), 3u) << dry.second;
 
   auto two = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/two " + z + " launch -n 2 " + z + " cache " + exp + small);
   ASSERT_EQ(two.first, 0) << two.second;

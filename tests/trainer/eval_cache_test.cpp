@@ -28,6 +28,8 @@
 #include "data/synth.h"
 #include "models/methods/method.h"
 #include "rank_threads.h"
+#include "test_util.h"
+#include "tiny_clip_fixture.h"
 #include "results/scores_file.h"
 #include "trainer/eval/engine.h"
 #include "trainer/feature_cache.h"
@@ -40,13 +42,7 @@ namespace {
 const std::string& data_root() {
   static const std::string root = [] {
     const std::string r = zsad::testing::fresh_temp_dir("evc_data");
-    zsad::data::SynthOptions so;
-    so.preset = "objects";
-    so.size = 64;
-    so.train_per_class = 1;
-    so.test_per_class = 4;
-    so.threads = 1;
-    zsad::data::synthesize_dataset(so, r);
+    zsad::testing::synthesize_small_objects(r, 4);
     return r;
   }();
   return root;
@@ -57,13 +53,7 @@ OptionMap method_options(const std::string& method, int64_t image_size = 64, int
   OptionMap o;
   o.set("method.name", method);
   o.set("seed", "0");
-  o.set("model.arch", "tiny");
-  o.set("model.weights", "null");
-  o.set("model.init_seed", std::to_string(init_seed));
-  o.set("model.image_size", std::to_string(image_size));
-  o.set("model.activation", "quick_gelu");
-  o.set("model.pos_interp", "bilinear");
-  o.set("model.vv_depth", std::to_string(vv_depth));
+  zsad::testing::set_tiny_clip_options(o, image_size, init_seed, vv_depth);
   if (method == "cops") {
     o.set("method.cops.extractor_heads", "4");
     o.set("method.cops.deep_prompt_depth", "1");  // the tiny CLIP has 2 text layers
@@ -396,27 +386,14 @@ TEST(EvalCache, MethodWithoutFrozenFeaturesEncodesItself) {
 // ---- CLI: zsad eval twice -----------------------------------------------------------------------
 
 namespace {
-std::string q(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
-}
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+constexpr auto q = &zsad::testing::shell_quote;  // short: many command lines
+using zsad::testing::slurp;
 std::pair<int, std::string> sh(const std::string& cmd, const std::string& dir) {
   const std::string o = dir + "/.out";
   int st = std::system(("cd " + q(dir) + " && " + cmd + " >" + q(o) + " 2>&1").c_str());
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(o)};
 }
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
-  return n;
-}
+using zsad::testing::count_occurrences;
 }  // namespace
 
 TEST(EvalCacheCli, SecondEvalRunsNoEncoderAndMatchesUncached) {
@@ -436,15 +413,15 @@ TEST(EvalCacheCli, SecondEvalRunsNoEncoderAndMatchesUncached) {
     return r.second;
   };
   const std::string plain = eval("plain", " cache.enabled=false");
-  EXPECT_EQ(count(plain, "cache: "), 0u) << plain;
+  EXPECT_EQ(count_occurrences(plain, "cache: "), 0u) << plain;
   const std::string cold = eval("cold", "");
-  EXPECT_EQ(count(cold, "cache: miss"), 2u) << cold;
+  EXPECT_EQ(count_occurrences(cold, "cache: miss"), 2u) << cold;
   EXPECT_NE(cold.find("eval: feature cache: 0 hit(s), 2 miss(es)"), std::string::npos) << cold;
   const std::string warm = eval("warm", "");
-  EXPECT_EQ(count(warm, "cache: hit"), 2u) << warm;
-  EXPECT_EQ(count(warm, "cache: miss"), 0u) << warm;
+  EXPECT_EQ(count_occurrences(warm, "cache: hit"), 2u) << warm;
+  EXPECT_EQ(count_occurrences(warm, "cache: miss"), 0u) << warm;
   EXPECT_NE(warm.find("eval: feature cache: 2 hit(s), 0 miss(es)"), std::string::npos) << warm;
-  EXPECT_EQ(count(warm, "(cached features, 0 encoder forwards)"), 2u) << warm;
+  EXPECT_EQ(count_occurrences(warm, "(cached features, 0 encoder forwards)"), 2u) << warm;
   EXPECT_TRUE(fs::is_directory(tmp + "/cache")) << "default cache.dir = <output.root>/cache";
   for (const std::string d : {"synth_textures", "synth_objects"}) {
     const std::string p = slurp(tmp + "/plain/eval/" + d + "/image_scores.csv");

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/h5.h"
+#include "test_util.h"
 #include "trainer/eval/engine.h"
 
 namespace fs = std::filesystem;
@@ -32,17 +33,8 @@ std::string env_or(const char* n, const std::string& d) {
   const char* v = std::getenv(n);
   return v && *v ? v : d;
 }
-std::string q(const std::string& s) {
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
-}
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+constexpr auto q = &zsad::testing::shell_quote;  // short: many command lines
+using zsad::testing::slurp;
 struct CmdResult {
   int code = -1;
   std::string out, err;

@@ -15,6 +15,7 @@
 #include "data/synth.h"
 #include "models/methods/method.h"
 #include "rank_threads.h"
+#include "tiny_clip_fixture.h"
 #include "trainer/feature_cache.h"
 
 namespace fs = std::filesystem;
@@ -34,13 +35,7 @@ const Dataset& dataset() {
   static Dataset d = [] {
     Dataset out;
     out.root = zsad::testing::fresh_temp_dir("fc_data");
-    zsad::data::SynthOptions so;
-    so.preset = "objects";
-    so.size = 64;
-    so.train_per_class = 1;
-    so.test_per_class = 3;
-    so.threads = 1;
-    zsad::data::Meta m = zsad::data::synthesize_dataset(so, out.root);
+    zsad::data::Meta m = zsad::testing::synthesize_small_objects(out.root, 3);
     out.samples = m.test.flat();
     return out;
   }();
@@ -50,13 +45,7 @@ const Dataset& dataset() {
 zsad::models::OptionMap tiny_options(int64_t image_size = 64, int64_t init_seed = 0, int64_t vv_depth = -1,
                                      const std::string& dtype = "float32") {
   zsad::models::OptionMap o;
-  o.set("model.arch", "tiny");
-  o.set("model.weights", "null");
-  o.set("model.init_seed", std::to_string(init_seed));
-  o.set("model.image_size", std::to_string(image_size));
-  o.set("model.activation", "quick_gelu");
-  o.set("model.pos_interp", "bilinear");
-  o.set("model.vv_depth", std::to_string(vv_depth));
+  zsad::testing::set_tiny_clip_options(o, image_size, init_seed, vv_depth);
   o.set("cache.dtype", dtype);
   return o;
 }

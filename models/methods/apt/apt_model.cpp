@@ -9,6 +9,7 @@
 #include <sstream>
 #include <iostream>
 #include <cstdlib>
+#include <utility>
 
 #include "common/error.h"
 #include "common/fnv1a.h"
@@ -279,6 +280,23 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
     share.clean_global = K;
     share.owner = parallel_.rank == 0;
     auto labels = at::cat({at::zeros({Kl}, at::kLong), at::ones({Vl}, at::kLong)});
+    // This rank's part of a step's batch from one synthesis stream: its clean shots (encoded
+    // once) then its synthetic variants (encoded here), with their pixel masks (clean = zeros).
+    auto local_batch = [&](uint64_t stream, int64_t step) {
+      auto syn = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, stream, step, my_variants)
+                     : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, stream, step);
+      AptFeatures f;
+      if (Vl > 0) {
+        auto sf = encode(clip_normalize(syn.images));
+        f.global = at::cat({clean_l.global, sf.global});
+        f.patches = at::cat({clean_l.patches, sf.patches});
+      } else {
+        f.global = clean_l.global;
+        f.patches = clean_l.patches;
+      }
+      auto masks = at::cat({at::zeros({Kl, S, S}, at::kFloat), syn.masks});
+      return std::make_pair(std::move(f), std::move(masks));
+    };
     // EMA gate: a held-out set fixed per class (the clean shots and synthetic variants of them
     // from the gate's own stream), encoded once; every rank evaluates all of it (no collective).
     AptFeatures gate_f;
@@ -314,18 +332,7 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
       const double lr = cosine_lr(o.lr, o.eta_min, epoch, o.epochs);
       for (int64_t s = 0; s < o.steps_per_epoch; ++s) {
         const int64_t step = epoch * o.steps_per_epoch + s;
-        auto syn = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step, my_variants)
-                       : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamSynthesis, step);
-        AptFeatures f;
-        if (Vl > 0) {
-          auto sf = encode(clip_normalize(syn.images));
-          f.global = at::cat({clean_l.global, sf.global});
-          f.patches = at::cat({clean_l.patches, sf.patches});
-        } else {
-          f.global = clean_l.global;
-          f.patches = clean_l.patches;
-        }
-        auto masks = at::cat({at::zeros({Kl, S, S}, at::kFloat), syn.masks});
+        auto [f, masks] = local_batch(kStreamSynthesis, step);
         auto [Tn, Ta] = prompts.encode(tower_);
         auto t_n = anchor(Tn, o.train_anchor), t_a = anchor(Ta, o.train_anchor);
         auto L = losses(f, labels, masks, t_n, t_a, normalize_rows(Ta), guided ? st.meta_n : at::Tensor(),
@@ -371,18 +378,7 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
         if (learnable && (step + 1) % o.smgs_meta_every == 0) {
           // Outer step: the meta-prompt alone, on a fresh synthetic batch of its own stream (the
           // same shots and, under ddp, the same share of variants), its anchors as the classifier.
-          auto syn2 = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, kStreamMeta, step, my_variants)
-                          : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, kStreamMeta, step);
-          AptFeatures fo;
-          if (Vl > 0) {
-            auto sf2 = encode(clip_normalize(syn2.images));
-            fo.global = at::cat({clean_l.global, sf2.global});
-            fo.patches = at::cat({clean_l.patches, sf2.patches});
-          } else {
-            fo.global = clean_l.global;
-            fo.patches = clean_l.patches;
-          }
-          auto masks2 = at::cat({at::zeros({Kl, S, S}, at::kFloat), syn2.masks});
+          auto [fo, masks2] = local_batch(kStreamMeta, step);
           auto [m_n, m_a] = meta.anchors(tower_);
           auto Lo = losses(fo, labels, masks2, m_n, m_a, m_a.unsqueeze(0), at::Tensor(), at::Tensor(),
                            ddp ? &share : nullptr);
