@@ -465,8 +465,9 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
         if (it == reg.end()) throw Error("launcher '" + lname + "' has no sweep launcher registered in this build");
         for (const auto& j : todo) {
           Node cfg;
-          if (!compose_job(plan, j, cfg, err)) throw Error("job " + std::to_string(j.num) + ": " + err);
-          write_job_files(j.dir, cfg, j.overrides, j.num, job_state_name(JobState::kPending));
+          GroupChoices choices;
+          if (!compose_job(plan, j, cfg, err, &choices)) throw Error("job " + std::to_string(j.num) + ": " + err);
+          write_job_files(j.dir, cfg, j.overrides, j.num, job_state_name(JobState::kPending), choices);
         }
         return it->second(plan, todo);
       }

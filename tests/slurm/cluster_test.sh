@@ -215,6 +215,7 @@ for i in 0 1 2 3; do
   grep -q "seed=$i " "$SWEEP/$i/result.txt" || fail "job $i: result.txt lacks seed=$i: $(cat "$SWEEP/$i/result.txt" 2>&1)"
   grep -Eq "slurm_job_id: [\"']?${ARRAY_ID}_$i[\"']?$" "$SWEEP/$i/.zsad/job.yaml" || fail "job $i: job.yaml lacks slurm_job_id ${ARRAY_ID}_$i"
   grep -q "exit_code: 0" "$SWEEP/$i/.zsad/job.yaml" || fail "job $i: exit_code not 0"
+  grep -Eq "^  task: [\"']?shell" "$SWEEP/$i/.zsad/job.yaml" || fail "job $i: job.yaml lacks the group choices (task: shell)"
   [ -f "$SWEEP/.slurm/${ARRAY_ID}_$i.out" ] || fail "job $i: batch log ${ARRAY_ID}_$i.out missing"
 done
 
