@@ -18,20 +18,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string env(const char* k) {
-  const char* v = std::getenv(k);
-  return v ? v : "";
-}
-
-std::pair<int, std::string> sh(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, ""};
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using zsad::testing::env;
+using zsad::testing::run_shell;
 
 // file name -> "global_sha256 patch_sha256 index_sha256"
 std::map<std::string, std::string> digests(const std::string& dir) {
@@ -60,7 +48,7 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   const std::string base = "cd " + dir + " && ZSAD_DATA_ROOT=" + dir + "/data ";
   const std::string z = env("ZSAD_BINARY");
 
-  auto cold = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
+  auto cold = run_shell(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
   ASSERT_EQ(cold.first, 0) << cold.second;
   // train synth_objects and test synth_objects share one key (same index, split and model).
   EXPECT_EQ(count_occurrences(cold.second, "cache: miss"), 2u) << cold.second;
@@ -68,14 +56,14 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   const auto one = digests(dir + "/one/cache");
   EXPECT_EQ(one.size(), 2u);
 
-  auto warm = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
+  auto warm = run_shell(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small);
   ASSERT_EQ(warm.first, 0) << warm.second;
   EXPECT_EQ(count_occurrences(warm.second, "cache: miss"), 0u) << warm.second;
   EXPECT_NE(warm.second.find("3 hit(s), 0 miss(es)"), std::string::npos) << warm.second;
   EXPECT_EQ(digests(dir + "/one/cache"), one);
 
   // Training after `zsad cache` starts warm: the training set's features come from the cache.
-  auto train = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " run " + exp + small +
+  auto train = run_shell(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " run " + exp + small +
                   " launcher=local train.max_steps=1 train.eval=false");
   ASSERT_EQ(train.first, 0) << train.second;
   EXPECT_NE(train.second.find("cache: hit"), std::string::npos) << train.second;
@@ -83,11 +71,11 @@ TEST(CacheCli, DemoPrecomputeHitAndTwoRankBuild) {
   EXPECT_NE(train.second.find("cached features"), std::string::npos) << train.second;
 
   // A different image size is a different key: new files, nothing reused.
-  auto dry = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small + " model.image_size=72 --dry-run");
+  auto dry = run_shell(base + "ZSAD_OUTPUT_ROOT=" + dir + "/one " + z + " cache " + exp + small + " model.image_size=72 --dry-run");
   ASSERT_EQ(dry.first, 0) << dry.second;
   EXPECT_EQ(count_occurrences(dry.second, "[absent]"), 3u) << dry.second;
 
-  auto two = sh(base + "ZSAD_OUTPUT_ROOT=" + dir + "/two " + z + " launch -n 2 " + z + " cache " + exp + small);
+  auto two = run_shell(base + "ZSAD_OUTPUT_ROOT=" + dir + "/two " + z + " launch -n 2 " + z + " cache " + exp + small);
   ASSERT_EQ(two.first, 0) << two.second;
   EXPECT_NE(two.second.find("2 rank(s)"), std::string::npos) << two.second;
   EXPECT_EQ(digests(dir + "/two/cache"), one);  // bit-identical data to the 1-rank build

@@ -9,14 +9,13 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-std::string env(const char* k) {
-  const char* v = std::getenv(k);
-  return v ? v : "";
-}
+
+using zsad::testing::env;
 std::string slurp(const fs::path& p) {
   std::ifstream f(p);
   std::stringstream s;

@@ -17,15 +17,13 @@
 #include <ATen/ATen.h>
 
 #include "trainer/checkpoint.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string env(const char* k) {
-  const char* v = std::getenv(k);
-  return v ? v : "";
-}
+using zsad::testing::env;
 
 // Runs `zsad run demo ...` with its outputs under `root`; returns the run directory.
 fs::path run_demo(const fs::path& work, const std::string& name, const std::string& overrides) {

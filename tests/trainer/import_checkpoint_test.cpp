@@ -14,38 +14,26 @@
 #include "common/h5.h"
 #include "rank_threads.h"
 #include "trainer/checkpoint.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string env(const char* k) {
-  const char* v = std::getenv(k);
-  return v ? v : "";
-}
-
-// Runs a shell command; returns (exit status, stdout+stderr).
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return {-1, ""};
-  std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using zsad::testing::env;
+using zsad::testing::run_shell;
 
 std::string make(const std::string& dir, const std::string& variant, const std::string& size = "") {
   const std::string pth = dir + "/" + variant + ".pth";
   const std::string script = env("ZSAD_SOURCE_DIR") + "/tests/trainer/import_checkpoint_make.py";
-  auto [rc, out] = run(env("ZSAD_PYTHON") + " " + script + " " + pth + " " + dir + "/" + variant + "_ref.h5 " + variant +
+  auto [rc, out] = run_shell(env("ZSAD_PYTHON") + " " + script + " " + pth + " " + dir + "/" + variant + "_ref.h5 " + variant +
                        " " + size);
   EXPECT_EQ(rc, 0) << out;
   return pth;
 }
 
 std::pair<int, std::string> import(const std::string& pth, const std::string& out) {
-  return run(env("ZSAD_BINARY") + " import-checkpoint --format cops " + pth + " --out " + out);
+  return run_shell(env("ZSAD_BINARY") + " import-checkpoint --format cops " + pth + " --out " + out);
 }
 
 void expect_exact(const std::string& ckpt, const std::string& ref_path) {
@@ -107,7 +95,7 @@ TEST(ImportCheckpoint, WrongFilesFailNamingTheKey) {
     EXPECT_NE(out.find(key), std::string::npos) << variant << ": " << out;
     EXPECT_FALSE(fs::exists(dir + "/" + variant + ".h5")) << variant;
   }
-  auto [rc, out] = run(env("ZSAD_BINARY") + " import-checkpoint --format apt x.pth --out y.h5");
+  auto [rc, out] = run_shell(env("ZSAD_BINARY") + " import-checkpoint --format apt x.pth --out y.h5");
   EXPECT_EQ(rc, 2) << out;
   fs::remove_all(dir);
 }
@@ -121,7 +109,7 @@ TEST(ImportCheckpoint, ImportedCheckpointIsUsableByZsadEval) {
   zsad::h5::File ref(dir + "/ok_ref.h5", zsad::h5::File::Mode::kRead);
   const size_t n = ref.children("ref").size();
   const std::string exp = env("ZSAD_SOURCE_DIR") + "/experiments/demo.yaml";
-  auto ev = run("cd " + dir + " && ZSAD_DATA_ROOT=" + dir + "/data ZSAD_OUTPUT_ROOT=" + dir + "/out " + env("ZSAD_BINARY") +
+  auto ev = run_shell("cd " + dir + " && ZSAD_DATA_ROOT=" + dir + "/data ZSAD_OUTPUT_ROOT=" + dir + "/out " + env("ZSAD_BINARY") +
                 " eval " + exp + " checkpoint=" + dir + "/ck.h5 launcher=local" +
                 " eval.datasets.synth_textures.synth.images_per_class=4 eval.datasets.synth_objects.synth.images_per_class=4"
                 " train.dataset.synth.images_per_class=4 --run-dir " + dir + "/run");
