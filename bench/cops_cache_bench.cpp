@@ -119,6 +119,24 @@ int main(int argc, char** argv) {
     return r;
   };
 
+  // One timed training step: forward (text_fwd is filled by the timed text tower), backward, Adam.
+  auto timed_step = [&](cops::CopsModel& model, torch::optim::Adam& opt, const cops::CopsBatch& cb, Split& sp) {
+    text_fwd = 0;
+    auto t = Clock::now();
+    auto losses = model.train_step(cb);
+    const double fwd = since(t);
+    sp.text += text_fwd;
+    sp.prompt += fwd - text_fwd;
+    t = Clock::now();
+    opt.zero_grad();
+    losses.at("total").backward();
+    sp.backward += since(t);
+    t = Clock::now();
+    opt.step();
+    sp.optimizer += since(t);
+    return losses;
+  };
+
   // Synthetic inputs (CLIP-normalised range), masks with a square defect on anomalous images.
   at::manual_seed(1);
   at::Tensor images = at::randn({N, 3, S, S});
@@ -153,19 +171,7 @@ int main(int argc, char** argv) {
       cb.mask = msk;
       cb.label = lab;
       cb.noise = cops::vae_noise(0, 0, static_cast<uint64_t>(step), idx, o.r_train, D);
-      text_fwd = 0;
-      auto t = Clock::now();
-      auto losses = model.train_step(cb);
-      const double fwd = since(t);
-      sp.text += text_fwd;
-      sp.prompt += fwd - text_fwd;
-      t = Clock::now();
-      opt.zero_grad();
-      losses.at("total").backward();
-      sp.backward += since(t);
-      t = Clock::now();
-      opt.step();
-      sp.optimizer += since(t);
+      auto losses = timed_step(model, opt, cb, sp);
       std::cout << "  step " << step << ": total loss " << losses.at("total").item<double>() << "\n";
     }
     const double k = static_cast<double>(step_only);
@@ -218,19 +224,7 @@ int main(int argc, char** argv) {
       cb.mask = masks.narrow(0, lo, b);
       cb.label = labels.narrow(0, lo, b);
       cb.noise = cops::vae_noise(0, 0, static_cast<uint64_t>(step), idx, o.r_train, D);
-      text_fwd = 0;
-      t = Clock::now();
-      auto losses = model.train_step(cb);
-      const double fwd = since(t);
-      sp.text += text_fwd;
-      sp.prompt += fwd - text_fwd;
-      t = Clock::now();
-      opt.zero_grad();
-      losses.at("total").backward();
-      sp.backward += since(t);
-      t = Clock::now();
-      opt.step();
-      sp.optimizer += since(t);
+      timed_step(model, opt, cb, sp);
     }
     return since(t_epoch);
   };
