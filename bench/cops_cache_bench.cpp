@@ -40,6 +40,7 @@
 #include "models/methods/cops/cops_model.h"
 #include "models/methods/method.h"
 #include "trainer/feature_cache.h"
+#include "bench_args.h"
 
 namespace fs = std::filesystem;
 namespace cops = zsad::models::cops;
@@ -47,18 +48,14 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+using zsad::bench::arg;
+
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 struct Split {
   double encoder = 0, prompt = 0, text = 0, backward = 0, optimizer = 0, cache_read = 0;
   double total() const { return encoder + prompt + text + backward + optimizer + cache_read; }
 };
-
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (argv[i] == "--" + name) return argv[i + 1];
-  return def;
-}
 
 }  // namespace
 

@@ -16,14 +16,11 @@
 
 #include "trainer/ddp/grad_reducer.h"
 #include "trainer/dist/context.h"
+#include "bench_args.h"
 
 namespace {
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (name == argv[i]) return argv[i + 1];
-  return def;
-}
+using zsad::bench::arg;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -35,14 +32,14 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   try {
     zsad::dist::DistConfig dc;
-    dc.backend = arg(argc, argv, "--backend", "gloo");
+    dc.backend = arg(argc, argv, "backend", "gloo");
     dc.timeout_s = 120;
     auto ctx = zsad::dist::init_distributed(dc);
-    const int threads = std::stoi(arg(argc, argv, "--threads", "1"));
+    const int threads = std::stoi(arg(argc, argv, "threads", "1"));
     at::set_num_threads(threads);
-    const int steps = std::stoi(arg(argc, argv, "--steps", "20"));
-    const int64_t batch = std::stoll(arg(argc, argv, "--batch", "32"));
-    const double bucket_mb = std::stod(arg(argc, argv, "--bucket-mb", "25"));
+    const int steps = std::stoi(arg(argc, argv, "steps", "20"));
+    const int64_t batch = std::stoll(arg(argc, argv, "batch", "32"));
+    const double bucket_mb = std::stod(arg(argc, argv, "bucket-mb", "25"));
 
     torch::manual_seed(0);
     torch::nn::Sequential model(torch::nn::Linear(768, 2048), torch::nn::GELU(), torch::nn::Linear(2048, 1536),
@@ -53,7 +50,7 @@ int main(int argc, char** argv) {
     for (auto& p : params) n_params += p.numel();
     zsad::ddp::BucketOptions bo;
     bo.bucket_cap_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
-    bo.overlap_with_backward = arg(argc, argv, "--overlap", "0") == "1";
+    bo.overlap_with_backward = arg(argc, argv, "overlap", "0") == "1";
     zsad::ddp::GradReducer reducer(*ctx.comm, params, bo);
     reducer.broadcast_parameters();
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-4));

@@ -37,17 +37,14 @@
 #include "trainer/comm/communicator.h"
 #include "trainer/eval/engine.h"
 #include "trainer/feature_cache.h"
+#include "bench_args.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (argv[i] == "--" + name) return argv[i + 1];
-  return def;
-}
+using zsad::bench::arg;
 
 std::map<std::string, std::vector<float>> read_scores(const std::string& path) {
   std::map<std::string, std::vector<float>> out;

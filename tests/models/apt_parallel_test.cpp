@@ -169,18 +169,28 @@ TEST(AptDdp, TwoRanksLearnableMetaPromptOuterStepsToo) {
   for (int r = 0; r < 2; ++r) expect_same_training(one, two[r], "rank " + std::to_string(r) + "/2");
 }
 
+namespace {
+
+// Method options for APT on the tiny CLIP at 32 px with 2 shots (memory bank on its 2 blocks).
+OptionMap tiny_apt_method_options(const std::string& seed, const std::string& epochs) {
+  OptionMap o;
+  o.set("method.name", "apt");
+  o.set("model.arch", "tiny");
+  o.set("model.image_size", "32");
+  o.set("model.init_seed", "3");
+  o.set("seed", seed);
+  o.set("method.apt.shots", "2");
+  o.set("method.apt.epochs", epochs);
+  o.set("method.apt.memory_layers", "[1, 2]");
+  return o;
+}
+
+}  // namespace
+
 TEST(AptDdp, MethodTrainsEveryClassOnAllRanksThroughTheDatasetContext) {
   const std::string dir = "/tmp/zsad_apt_ddp_" + std::to_string(::getpid());
   auto options = [&](const std::string& parallel) {
-    OptionMap o;
-    o.set("method.name", "apt");
-    o.set("model.arch", "tiny");
-    o.set("model.image_size", "32");
-    o.set("model.init_seed", "3");
-    o.set("seed", "5");
-    o.set("method.apt.shots", "2");
-    o.set("method.apt.epochs", "2");
-    o.set("method.apt.memory_layers", "[1, 2]");
+    OptionMap o = tiny_apt_method_options("5", "2");
     o.set("method.apt.init_std", "1.0");
     o.set("method.apt.optimizer", "adam");
     o.set("method.apt.lr", "0.05");
@@ -246,15 +256,7 @@ TEST(AptShotList, SelectsTheNamedSupportImages) {
     f << "#1: 004\n#2: 003 001\n#1: 002\n#2: 000 004\n";
   }
   auto make = [&](const std::string& run) {
-    OptionMap o;
-    o.set("method.name", "apt");
-    o.set("model.arch", "tiny");
-    o.set("model.image_size", "32");
-    o.set("model.init_seed", "3");
-    o.set("seed", "0");
-    o.set("method.apt.shots", "2");
-    o.set("method.apt.epochs", "0");
-    o.set("method.apt.memory_layers", "[1, 2]");
+    OptionMap o = tiny_apt_method_options("0", "0");
     o.set("method.apt.shot_list", dir + "/{cls}/selected_samples_per_run.txt");
     o.set("method.apt.shot_list_run", run);
     o.set("method.apt.state_dir", dir + "/state" + run);

@@ -56,9 +56,9 @@ std::string run_dir_of(const CmdResult& r, const std::string& cwd) {
   return p.is_absolute() ? p.string() : (fs::path(cwd) / p).string();
 }
 
-// index -> score text, from image_scores.csv
-std::map<int64_t, std::string> read_scores(const std::string& csv) {
-  std::map<int64_t, std::string> s;
+// CSV rows after the header: column `key` -> column `value`, as text.
+std::map<std::string, std::string> read_csv_columns(const std::string& csv, size_t key, size_t value) {
+  std::map<std::string, std::string> out;
   std::ifstream f(csv);
   std::string line;
   std::getline(f, line);
@@ -67,8 +67,15 @@ std::map<int64_t, std::string> read_scores(const std::string& csv) {
     std::stringstream ss(line);
     std::string x;
     while (std::getline(ss, x, ',')) c.push_back(x);
-    s[std::stoll(c[0])] = c[3];
+    out[c.at(key)] = c.at(value);
   }
+  return out;
+}
+
+// image_scores.csv: global image index -> score text.
+std::map<int64_t, std::string> read_scores(const std::string& csv) {
+  std::map<int64_t, std::string> s;
+  for (const auto& [k, v] : read_csv_columns(csv, 0, 3)) s[std::stoll(k)] = v;
   return s;
 }
 // Indices listed in a rank's shard file.
@@ -250,19 +257,8 @@ TEST_F(EvalEngine, TwoRanksShardDisjointCoverAndMatchOneRankBitForBit) {
                   " --eval-size 64",
               cwd);
   ASSERT_EQ(pr.code, 0) << pr.out << pr.err;
-  std::map<std::string, std::string> eval_by_path;
-  {
-    std::ifstream f(d1 + "/eval/synth_textures/image_scores.csv");
-    std::string line;
-    std::getline(f, line);
-    while (std::getline(f, line)) {
-      std::vector<std::string> c;
-      std::stringstream ss(line);
-      std::string x;
-      while (std::getline(ss, x, ',')) c.push_back(x);
-      eval_by_path[c[4]] = c[3];
-    }
-  }
+  // image_scores.csv: path (column 4) -> score (column 3).
+  const auto eval_by_path = read_csv_columns(d1 + "/eval/synth_textures/image_scores.csv", 4, 3);
   std::ifstream pf(pdir + "/scores.csv");
   std::string line;
   std::getline(pf, line);
@@ -271,7 +267,7 @@ TEST_F(EvalEngine, TwoRanksShardDisjointCoverAndMatchOneRankBitForBit) {
     const std::string path = line.substr(0, line.rfind(','));
     const std::string rel = "grain/test/" + fs::relative(path, grain).string();
     ASSERT_TRUE(eval_by_path.count(rel)) << rel;
-    EXPECT_EQ(eval_by_path[rel], line.substr(line.rfind(',') + 1)) << rel;
+    EXPECT_EQ(eval_by_path.at(rel), line.substr(line.rfind(',') + 1)) << rel;
     ++n;
   }
   EXPECT_EQ(n, 6);
