@@ -152,6 +152,10 @@ int run_eval_command(const std::vector<std::string>& tokens) {
     std::cout << config::to_yaml(c.config, eo);
     return kExitSuccess;
   }
+  // Already a rank of a launched group: every rank runs in this process and shares --run-dir.
+  const launch::LaunchedRank launched = launch::launched_rank();
+  if (launched.world_size > 1 && !args.has("run-dir"))
+    throw UsageError("under a launcher (WORLD_SIZE > 1) zsad eval needs --run-dir DIR shared by every rank");
   std::string dir;
   if (args.has("run-dir")) {
     dir = args.get("run-dir");
@@ -163,27 +167,11 @@ int run_eval_command(const std::vector<std::string>& tokens) {
     dir = unique;
   }
   fs::create_directories(dir);
-  // Already inside a launcher (RANK set): run in this process; every rank shares --run-dir.
-  if (std::getenv("RANK") && std::getenv("WORLD_SIZE") && std::string(std::getenv("WORLD_SIZE")) != "1") {
-    if (!args.has("run-dir")) throw UsageError("under a launcher (WORLD_SIZE > 1) zsad eval needs --run-dir DIR shared by every rank");
-    std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
-    const int rank = std::atoi(std::getenv("RANK"));
-    if (rank == 0) {
-      fs::create_directories(fs::path(dir) / ".zsad");
-      config::EmitOptions eo;
-      eo.escape_interpolation = true;
-      config::write_text_file((fs::path(dir) / ".zsad" / "config.yaml").string(), config::to_yaml(c.config, eo));
-      config::Node l = config::Node::list();
-      for (const auto& s : ovs) l.push_back(config::Node(s));
-      config::write_text_file((fs::path(dir) / ".zsad" / "overrides.yaml").string(), config::to_yaml(l));
-    }
-    launch::JobContext job{c.config, "", dir, -1, rank, std::atoi(std::getenv("WORLD_SIZE"))};
-    return run_eval_phase(job);
-  }
+  std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
+  if (launched.world_size > 1) return launch::run_as_launched_rank(dir, c.config, ovs, launched, eval_runner);
   std::cerr << "zsad eval: " << dir << "\n";
   launch::RunOptions opts;
   opts.tee = true;
-  std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
   return launch::run_single(dir, c.config, ovs, opts);
 }
 

@@ -26,6 +26,8 @@ int run_run(const std::vector<std::string>& tokens) {
       .toggle("help-config", "list every config key with type, default and doc, and exit")
       .toggle("help-tasks", "list the registered job runners (task.name) and exit")
       .flag("launcher", "shorthand for the override launcher.name=VALUE (slurm: submit with sbatch)")
+      .flag("run-dir", "write into this directory instead of outputs/<experiment>/<date>/<time>/ (required when "
+                       "this process is one rank of a launched group: the same directory on every rank)")
       .positionals("EXPERIMENT [overrides...]", 0);
   args.parse(tokens);
   if (args.on("help-config")) {
@@ -58,13 +60,31 @@ int run_run(const std::vector<std::string>& tokens) {
     for (const auto& [name, e] : zsad::launch::job_runner_registry()) known += (known.empty() ? "" : ", ") + name;
     throw zsad::Error("task.name '" + task + "' has no registered job runner in this build (known: " + known + ")");
   }
-  zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
-  std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,
-                                                  std::time(nullptr));
-  // Two runs started in the same second get distinct directories.
-  std::string unique = dir;
-  for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
+  // Started as one rank of a group (zsad launch -n N -- zsad run ..., mpirun): each rank would make
+  // its own run directory and start its own launcher, so the ranks run the task in this process
+  // and share --run-dir instead.
+  const zsad::launch::LaunchedRank launched = zsad::launch::launched_rank();
+  if (launched.world_size > 1 && !args.has("run-dir")) {
+    throw zsad::UsageError("this process is rank " + std::to_string(launched.rank) + " of " +
+                           std::to_string(launched.world_size) +
+                           " started by a launcher; pass --run-dir DIR (the same on every rank), or let zsad "
+                           "start the ranks: zsad run EXP launcher.nproc=N (or launcher=local2, launcher=mpirun)");
+  }
+  std::string unique;
+  if (args.has("run-dir")) {
+    unique = args.get("run-dir");
+  } else {
+    zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
+    std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,
+                                                    std::time(nullptr));
+    // Two runs started in the same second get distinct directories.
+    unique = dir;
+    for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
+  }
   fs::create_directories(unique);
+  if (launched.world_size > 1)
+    return zsad::launch::run_as_launched_rank(unique, c.config, req.overrides, launched,
+                                              zsad::launch::job_runner_registry().at(task).run);
   std::cerr << "zsad run: " << unique << "\n";
   if (zsad::config::get_or_default(c.config, "launcher.name").scalar_text() == "slurm")
     return zsad::launch::submit_slurm_run(unique, c.config, req.overrides, c.choices);  // sbatch; does not wait

@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "launch/config/node.h"
 
@@ -43,6 +44,21 @@ void register_job_runner(const std::string& name, const std::string& doc, JobRun
 // Loads a resolved config and runs its task in this process; returns the runner's exit code.
 // Throws zsad::Error when task.name has no runner (listing the registered ones).
 int run_job_config(const std::string& config_path);
+
+// The rank of this process when a launcher started it — `zsad launch`/torchrun (RANK, WORLD_SIZE) or
+// mpirun (OMPI_COMM_WORLD_*) — else rank 0 of 1. SLURM variables are not read: an sbatch script's
+// batch step carries SLURM_NTASKS too, and there `zsad run` is the driver, not a rank.
+struct LaunchedRank {
+  int rank = 0;
+  int world_size = 1;
+};
+LaunchedRank launched_rank();
+
+// Runs `config`'s task in this process as rank `r` of a launched group (`zsad launch -n N -- zsad run
+// EXP --run-dir D`). Every rank must pass the same `run_dir`; rank 0 records .zsad/config.yaml and
+// .zsad/overrides.yaml in it.
+int run_as_launched_rank(const std::string& run_dir, const config::Node& config,
+                         const std::vector<std::string>& overrides, const LaunchedRank& r, const JobRunner& runner);
 
 struct JobRunnerRegistrar {
   JobRunnerRegistrar(const std::string& name, const std::string& doc, JobRunner fn) {

@@ -177,3 +177,31 @@ TEST(LaunchCli, LeftoverBackgroundProcessDoesNotHoldTheLauncher) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 15.0);
   EXPECT_EQ(lines_with(r.out, "[rank 1] started 1").size(), 1u) << r.out;
 }
+
+// `zsad launch -n 2 -- zsad run EXP`: without --run-dir each rank would create its own run
+// directory and launcher, so the ranks stop with a usage error before writing anything; with a
+// shared --run-dir both ranks run the task in-process, in that one directory.
+TEST(LaunchCli, RunUnderLaunchSharesOneRunDirectory) {
+  zsad_test::TempDir dir;
+  zsad_test::write_file(dir.path / "experiments/hello.yaml",
+                        "experiment: hello\nseed: 4\ntask:\n  name: echo\n  exit_code: 0\noutput:\n  root: " +
+                            dir.str() + "\n");
+  const std::string exp = (dir.path / "experiments/hello.yaml").string();
+  auto bad = zsad_test::run_zsad({"launch", "-n", "2", "--", zsad_test::zsad_binary(), "run", exp}, dir.str());
+  EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
+  EXPECT_NE(bad.err.find("pass --run-dir DIR (the same on every rank)"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir.path / "outputs")) << "no run directory may be created";
+
+  const std::string run_dir = (dir.path / "shared_run").string();
+  auto r = zsad_test::run_zsad(
+      {"launch", "-n", "2", "--", zsad_test::zsad_binary(), "run", exp, "seed=7", "--run-dir", run_dir}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::set<std::string> echoed;
+  for (const auto& line : lines_with(r.out, "[rank ")) echoed.insert(line);
+  EXPECT_EQ(echoed, (std::set<std::string>{"[rank 0] rank 0/2 job -1 experiment=hello seed=7",
+                                           "[rank 1] rank 1/2 job -1 experiment=hello seed=7"}))
+      << r.out;
+  EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/config.yaml").find("seed: 7"), std::string::npos);
+  EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/overrides.yaml").find("seed=7"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir.path / "outputs"));
+}
