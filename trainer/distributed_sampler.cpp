@@ -67,4 +67,14 @@ std::vector<int64_t> DistributedSampler::next(int64_t n) {
   return out;
 }
 
+std::vector<int64_t> DistributedSampler::next_unpadded(int64_t n) {
+  const int64_t end = std::min(num_samples_, position_ + n);
+  std::vector<int64_t> out;
+  // Local position p is global position p * num_replicas + rank in the (padded) epoch order.
+  for (int64_t p = position_; p < end; ++p)
+    if (p * num_replicas_ + rank_ < size_) out.push_back(indices_[static_cast<size_t>(p)]);
+  position_ = end;
+  return out;
+}
+
 }  // namespace zsad

@@ -31,6 +31,11 @@ class DistributedSampler {
   // The next min(n, remaining) indices of the epoch; empty when the epoch is exhausted.
   std::vector<int64_t> next(int64_t n);
   bool exhausted() const { return position_ >= num_samples_; }
+  // The same positions as next(n), minus the wrap-around copies that only pad the epoch to a
+  // multiple of num_replicas (global position >= dataset size). The union over ranks of one call
+  // each is then a set of distinct samples: the epoch's last global batch may be smaller, and on
+  // some ranks empty.
+  std::vector<int64_t> next_unpadded(int64_t n);
 
  private:
   void build();

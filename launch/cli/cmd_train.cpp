@@ -49,6 +49,7 @@ trainer::TrainConfig train_config_from(const models::OptionMap& flat, const std:
   c.global_batch_size = flat.integer("trainer.batch_size", 8);
   c.grad_accum_steps = flat.integer("train.grad_accum_steps", 1);
   c.shuffle = flat.flag("train.shuffle", true);
+  c.keep_partial_batch = !flat.flag("train.drop_last_batch", false);
   c.seed = static_cast<uint64_t>(flat.integer("seed", 0));
   c.optim.type = flat.str("trainer.optimizer", "adamw");
   c.optim.lr = flat.real("trainer.lr", 1e-3);

@@ -69,7 +69,8 @@ std::map<int64_t, std::vector<int64_t>> sample_ids(const fs::path& run, int rank
     std::istringstream s(line);
     int64_t step, epoch, id;
     s >> step >> epoch;
-    while (s >> id) out[step].push_back(id);
+    auto& ids = out[step];  // a rank's share of a partial batch may be empty: "<step> <epoch>"
+    while (s >> id) ids.push_back(id);
   }
   return out;
 }
@@ -80,41 +81,55 @@ double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
 }
 
 
-// Runs 1 rank x 8, 2 ranks x 4 and an initial-state run with `extra` overrides; checks shards and
-// parameters. `skip_key_bias`: the key third of extractor.attn.in_proj_bias is excluded from the
-// 1e-5 check (see the Adam case below) and checked separately to stay inert.
-void check_invariance(const std::string& tag, const std::string& extra, bool skip_key_bias) {
+// Runs 1 rank x 8, 2 ranks x 4 and an initial-state run with `extra` overrides on a training set
+// of `n_samples` images for `steps` steps; checks shards and parameters. The epoch's last global
+// batch keeps its n_samples mod 8 images (the code's DataLoader), split over the ranks however the
+// sampler deals them, possibly 0 on one rank. `skip_key_bias`: the key third of
+// extractor.attn.in_proj_bias is excluded from the 1e-5 check (see the Adam case below) and checked
+// separately to stay inert.
+void check_invariance(const std::string& tag, const std::string& extra, bool skip_key_bias, int64_t n_samples = 100,
+                      int64_t steps = 15, bool expect_empty_rank = false) {
   ASSERT_FALSE(env("ZSAD_BINARY").empty());
   const fs::path work = fs::temp_directory_path() / ("zsad_cops_ri_" + tag + "_" + std::to_string(::getpid()));
   fs::remove_all(work);
   fs::create_directories(work);
-  // 100 images, global batch 8: 12 steps per epoch; 15 steps cross into the second (reshuffled) epoch.
+  // 100 images, global batch 8: 13 steps per epoch (the last of 4 images); 15 steps cross into the
+  // second (reshuffled) epoch.
   // 64 px (8x8 grid; the demo runs at 128): at 16x16, Adam's scale-free update lifts the summation-
   // order noise of a few near-zero gradient entries (t_n, extractor biases) to 4e-5 within 15 steps,
   // while SGD stays at rounding level there too.
-  const std::string common = "trainer.batch_size=8 train.max_steps=15 seed=3 model.image_size=64 " + extra;
+  const std::string sizes = "trainer.batch_size=8 seed=3 model.image_size=64 " + extra;
+  const std::string common = sizes + " train.max_steps=" + std::to_string(steps);
   const fs::path w1 = run_demo(work, "ri_w1", common + " launcher=local");
   const fs::path w2 = run_demo(work, "ri_w2", common + " launcher=local2");
-  const fs::path w0 = run_demo(work, "ri_init", "trainer.batch_size=8 train.max_steps=0 seed=3 model.image_size=64 launcher=local " + extra);
+  const fs::path w0 = run_demo(work, "ri_init", sizes + " train.max_steps=0 launcher=local");
   ASSERT_FALSE(w1.empty() || w2.empty() || w0.empty());
 
-  // Shards: disjoint per step, union = the single-process global batch, 4 per rank.
+  // Shards: disjoint per step, union = the single-process global batch, at most 4 per rank.
   auto one = sample_ids(w1, 0);
   auto r0 = sample_ids(w2, 0);
   auto r1 = sample_ids(w2, 1);
-  ASSERT_EQ(one.size(), 15u);
-  ASSERT_EQ(r0.size(), 15u);
-  ASSERT_EQ(r1.size(), 15u);
+  ASSERT_EQ(one.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(r0.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(r1.size(), static_cast<size_t>(steps));
+  const int64_t per_epoch = (n_samples + 7) / 8;
+  bool saw_partial = false, saw_empty = false;
   for (const auto& [step, ids] : one) {
-    ASSERT_EQ(ids.size(), 8u);
-    ASSERT_EQ(r0[step].size(), 4u);
-    ASSERT_EQ(r1[step].size(), 4u);
+    const int64_t expected = std::min<int64_t>(8, n_samples - (step % per_epoch) * 8);
+    saw_partial = saw_partial || expected < 8;
+    ASSERT_EQ(static_cast<int64_t>(ids.size()), expected) << "step " << step;
+    ASSERT_LE(r0[step].size(), 4u);
+    ASSERT_LE(r1[step].size(), 4u);
+    ASSERT_EQ(static_cast<int64_t>(r0[step].size() + r1[step].size()), expected) << "step " << step;
+    saw_empty = saw_empty || r0[step].empty() || r1[step].empty();
     std::set<int64_t> a(r0[step].begin(), r0[step].end()), b(r1[step].begin(), r1[step].end());
     for (int64_t id : a) EXPECT_FALSE(b.count(id)) << "step " << step << ": sample " << id << " on both ranks";
     std::set<int64_t> u = a;
     u.insert(b.begin(), b.end());
     EXPECT_EQ(u, std::set<int64_t>(ids.begin(), ids.end())) << "step " << step;
   }
+  EXPECT_TRUE(saw_partial) << "no partial batch within " << steps << " steps: the case tests nothing new";
+  EXPECT_EQ(saw_empty, expect_empty_rank);
 
   auto p1 = final_params(w1);
   auto p2 = final_params(w2);
@@ -166,3 +181,11 @@ TEST(CopsRankInvariance, SgdTwoRanksBatch4EqualOneRankBatch8) {
   check_invariance("sgd", "method.cops.deep_prompt_fp16=false trainer.optimizer=sgd trainer.lr=0.05", /*skip_key_bias=*/false);
 }
 
+// 25 images: the epoch's last global batch holds 1 image, so one rank's share is empty; that rank
+// still takes part in every collective (loss normalisers, the all-pairs gather, the gradient
+// allreduce) and contributes no gradient.
+TEST(CopsRankInvariance, SgdLastBatchOfOneImageLeavesARankEmpty) {
+  check_invariance("empty", "method.cops.deep_prompt_fp16=false trainer.optimizer=sgd trainer.lr=0.05 "
+                   "train.dataset.synth.images_per_class=5",
+                   /*skip_key_bias=*/false, /*n_samples=*/25, /*steps=*/6, /*expect_empty_rank=*/true);
+}

@@ -32,7 +32,8 @@ uint64_t derive_seed(uint64_t seed, uint64_t stream) {
 std::string config_digest(const TrainConfig& c, int world_size, const std::string& task_digest) {
   std::ostringstream o;
   o << "world_size=" << world_size << ";global_batch_size=" << c.global_batch_size
-    << ";grad_accum_steps=" << c.grad_accum_steps << ";shuffle=" << c.shuffle << ";drop_last=" << c.drop_last << ";seed=" << c.seed << ";"
+    << ";grad_accum_steps=" << c.grad_accum_steps << ";shuffle=" << c.shuffle << ";drop_last=" << c.drop_last
+    << ";keep_partial_batch=" << c.keep_partial_batch << ";seed=" << c.seed << ";"
     << describe(c.optim) << ";" << describe(c.schedule) << ";grad_clip_norm=" << c.grad_clip_norm
     << ";sync_gradients=" << c.sync_gradients << ";task=" << task_digest;
   const std::string s = o.str();
@@ -86,11 +87,23 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
   auto opt = make_optimizer(params, c.optim);
   ddp::GradReducer reducer(comm, params, c.buckets);
   DistributedSampler sampler(task.dataset_size(), W, rank, c.shuffle, c.seed, c.drop_last);
-  const int64_t steps_per_epoch = sampler.num_samples() / (local_batch * accum);
-  if (steps_per_epoch == 0) {
-    throw Error("train: a rank's share of the dataset (" + std::to_string(sampler.num_samples()) +
-                " samples) is smaller than one step (" + std::to_string(local_batch * accum) + " samples)");
+  if (c.keep_partial_batch && accum > 1) {
+    throw Error("train: keeping the last partial batch (train.drop_last_batch false) needs grad_accum_steps 1, got " +
+                std::to_string(accum) + "; set train.drop_last_batch=true");
   }
+  // Steps over the epoch's distinct samples (the sampler's wrap-around padding never enters a
+  // step), so the step count and each step's global batch do not depend on the world size.
+  const int64_t distinct = std::min(task.dataset_size(), sampler.total_size());
+  const int64_t global_step_samples = local_batch * W * accum;
+  const int64_t steps_per_epoch = c.keep_partial_batch
+                                      ? (distinct + global_step_samples - 1) / global_step_samples
+                                      : distinct / global_step_samples;
+  if (steps_per_epoch == 0) {
+    throw Error("train: the dataset's " + std::to_string(distinct) + " samples are fewer than one step (" +
+                std::to_string(global_step_samples) + " samples); lower the batch size or keep the partial batch");
+  }
+  // Where this rank's epoch ends in its share of the sampler's order.
+  const int64_t epoch_positions = std::min(sampler.num_samples(), steps_per_epoch * local_batch * accum);
   int64_t total_steps = c.epochs * steps_per_epoch;
   if (c.max_steps >= 0) total_steps = std::min(total_steps, c.max_steps);
   const std::string digest = config_digest(c, W, task.config_digest());
@@ -159,7 +172,7 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
   int64_t since_log = 0;
   bool stop = false;
   while (step < total_steps) {
-    if (sampler.num_samples() - sampler.position() < local_batch * accum) {
+    if (sampler.position() >= epoch_positions) {
       sampler.set_epoch(++epoch);
       continue;
     }
@@ -170,7 +183,7 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
     std::string bad_msg;
     std::vector<std::pair<std::string, double>> terms_now;
     for (int64_t m = 0; m < accum; ++m) {
-      std::vector<int64_t> ids = sampler.next(local_batch);
+      std::vector<int64_t> ids = sampler.next_unpadded(local_batch);
       if (samples.is_open()) {
         samples << step << " " << epoch;
         for (auto id : ids) samples << " " << id;
@@ -212,7 +225,9 @@ TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& com
         continue;
       }
       if (c.sync_gradients && m == accum - 1) reducer.prepare_for_backward();
-      (accum > 1 ? total / static_cast<double>(accum) : total).backward();
+      // A rank whose share of a partial batch is empty may have a loss without a graph: it adds
+      // no gradient (the reducer counts its undefined gradients as zeros).
+      if (total.requires_grad()) (accum > 1 ? total / static_cast<double>(accum) : total).backward();
     }
     if (bad) {
       if (c.on_nonfinite == "abort") {

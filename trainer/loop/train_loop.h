@@ -48,6 +48,11 @@ struct TrainConfig {
   int64_t grad_accum_steps = 1;     // micro-steps per optimizer step; intermediate ones do not sync
   bool shuffle = true;
   bool drop_last = false;           // sampler: drop the tail instead of padding by wrap-around
+  // Run the epoch's last global batch when it is smaller than global_batch_size (torch DataLoader's
+  // drop_last=False, what the CoPS code does) instead of dropping it. Ranks then hold uneven local
+  // batches, some possibly empty, so the task's losses must use global normalisers and accept an
+  // empty batch (CopsTrainTask does). Needs grad_accum_steps == 1.
+  bool keep_partial_batch = false;
   uint64_t seed = 0;
   OptimConfig optim;
   LrSchedule schedule;

@@ -13,6 +13,9 @@ void register_train_schema(Schema& s) {
   s.add("train.cache", Type::kBool, true, "read frozen encoder features from the feature cache (false: encode every step)");
   s.add("train.max_steps", Type::kInt, -1, "stop after this many optimizer steps (-1: trainer.epochs decide)");
   s.add("train.grad_accum_steps", Type::kInt, 1, "micro-steps per optimizer step");
+  s.add("train.drop_last_batch", Type::kBool, false,
+        "drop the epoch's last global batch when it is smaller than trainer.batch_size (false: train on it, as the "
+        "CoPS code's DataLoader does; needs train.grad_accum_steps 1)");
   s.add("train.shuffle", Type::kBool, true, "shuffle the training set every epoch (DistributedSampler, seed + epoch)");
   s.add("train.beta1", Type::kFloat, 0.9, "Adam beta1");
   s.add("train.beta2", Type::kFloat, 0.999, "Adam beta2");

@@ -77,6 +77,8 @@ at::Tensor encode_runs(ClipModel& model, const at::Tensor& prefix_in, const at::
   const int64_t Lp = prefix_in.defined() ? prefix_in.size(1) : 0;
   const int64_t N = rest_in.size(0), Lr = rest_in.size(1), L = Lp + Lr, W = rest_in.size(2);
   const int64_t layers = model->cfg.text_layers, depth = static_cast<int64_t>(deep.size());
+  // No sequences (a rank's empty share of an epoch's last, partial batch): no embeddings.
+  if (N == 0) return rest_in.new_zeros({0, model->text_projection.size(1)});
   if (depth > layers - 1)
     throw Error(std::to_string(deep.size()) + " deep text prompts for " + std::to_string(layers) +
                 " text layers (at most layers - 1)");

@@ -186,7 +186,7 @@ at::Tensor patch_mask(const at::Tensor& gt, int64_t side) {
   require(H % side == 0 && gt.size(2) == H, "mask size " + std::to_string(H) + " is not a multiple of the patch grid " +
                                                 std::to_string(side));
   const int64_t k = H / side;
-  return at::max_pool2d(gt.unsqueeze(1), {k, k}, {k, k}).reshape({B, -1});
+  return at::max_pool2d(gt.unsqueeze(1), {k, k}, {k, k}).flatten(1);
 }
 
 constexpr double kCosEps = 1e-8;  // F.cosine_similarity's default
@@ -243,7 +243,7 @@ at::Tensor reconstruction_loss(const at::Tensor& g, const at::Tensor& s, Reconst
 at::Tensor focal_loss(const at::Tensor& probs, const at::Tensor& target, double gamma, double smooth,
                       const GlobalReduction& red) {
   const int64_t C = probs.size(1);
-  at::Tensor logit = probs.reshape({probs.size(0), C, -1}).permute({0, 2, 1}).reshape({-1, C});
+  at::Tensor logit = probs.flatten(2).permute({0, 2, 1}).reshape({-1, C});
   at::Tensor idx = target.reshape({-1, 1}).to(at::kLong);
   // torch.FloatTensor in the code: the clamp bounds are float32 values whatever the map dtype.
   at::Tensor one_hot = at::zeros({idx.size(0), C}, at::kFloat).scatter_(1, idx, 1.0);
@@ -266,7 +266,7 @@ NearestCells nearest_cells(int64_t side, int64_t H, int64_t W, const at::TensorO
 
 at::Tensor class_counts(const NearestCells& cells, const at::Tensor& target) {
   const int64_t B = target.size(0), P = cells.pixels.size(0);
-  at::Tensor t = target.reshape({B, -1});
+  at::Tensor t = target.flatten(1);
   at::Tensor is_one = t == 1;
   if (!(is_one | (t == 0)).all().item<bool>()) return {};  // dice needs the values, focal the classes
   at::Tensor one = is_one.to(cells.pixels.scalar_type());
@@ -295,8 +295,8 @@ at::Tensor dice_loss_cells(const at::Tensor& p, const at::Tensor& t_sum, const a
 
 at::Tensor dice_loss(const at::Tensor& p, const at::Tensor& t, const GlobalReduction& red) {
   const int64_t b = t.size(0);
-  at::Tensor pf = p.reshape({b, -1});
-  at::Tensor tf = t.reshape({b, -1});
+  at::Tensor pf = p.flatten(1);
+  at::Tensor tf = t.flatten(1);
   at::Tensor eff = (2 * (pf * tf).sum(1) + 1) / (pf.sum(1) + tf.sum(1) + 1);
   return 1 - global_mean(eff.sum(), static_cast<double>(b), red);
 }

@@ -98,7 +98,8 @@ at::Tensor PromptLearner::encode_sharing(const CopsOptions& o, const TextTower& 
   const int64_t B = prompts.size(0), N2 = prompts.size(1), W = prompts.size(3), R = N2 / 2, N = B * N2;
   const int64_t eot = token_ids.argmax().item<int64_t>();
   const int64_t L = o.text_context == 0 ? eot + 1 : std::min<int64_t>(o.text_context, kContextLength);
-  if (!o.text_shared_prefix || !tower.encode_shared || L == kContextLength || L <= eot)
+  // An empty batch (a rank's share of an epoch's last, partial batch) takes the plain path.
+  if (!o.text_shared_prefix || !tower.encode_shared || L == kContextLength || L <= eot || B == 0)
     return encode(o, tower, prompts);
   bool deep_grad = false;
   for (const auto& p : compound_prompts_text) deep_grad = deep_grad || p.requires_grad();
