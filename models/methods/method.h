@@ -52,7 +52,7 @@ class OptionMap {
 struct MethodBatch {
   at::Tensor images;                     // [B,3,S,S] float32
   at::Tensor masks;                      // [B,1,S,S] float32 0/1 (training; may be undefined at test)
-  at::Tensor labels;                     // [B] int64 0/1 (may be undefined for unlabelled images)
+  at::Tensor labels;                     // [B] int64 0/1: training only (infer never gets labels)
   std::vector<std::string> class_names;  // per image
   std::vector<int64_t> indices;          // global sample indices in the split (never rank-local)
   uint64_t seed = 0;                     // run seed; per-image randomness = f(seed, index)

@@ -28,6 +28,7 @@ namespace {
 
 using zsad::test::apt::tiny_clip;
 using zsad::test::apt::hash_tok;
+using zsad::test::apt::tiny_apt_method_options;
 using zsad::test::apt::shots;
 using zsad::test::apt::max_diff;
 
@@ -157,6 +158,21 @@ TEST(AptDdp, ThreeRanksGiveTheOneRankPromptsAdditiveL2) {
   }
 }
 
+// The latent synthesis: a rank perturbs the tokens of its variants' shots, whichever rank holds
+// those shots' clean rows.
+TEST(AptDdp, TwoRanksLatentSynthesis) {
+  auto o = ddp_options();
+  o.synth_space = apt::SynthSpace::kLatent;
+  const auto x = shots(2, 32);
+  apt::AptModel single(o, tiny_clip(), hash_tok());
+  const auto one = single.fit_class("metal_nut", x, 7);
+  apt::AptOptions pixel = ddp_options();
+  apt::AptModel other(pixel, tiny_clip(), hash_tok());
+  EXPECT_GT(max_diff(other.fit_class("metal_nut", x, 7).ctx, one.ctx), 1e-3) << "latent trained like pixel";
+  const auto two = fit_on_ranks(o, 2, x);
+  for (int r = 0; r < 2; ++r) expect_same_training(one, two[r], "rank " + std::to_string(r) + "/2");
+}
+
 TEST(AptDdp, TwoRanksLearnableMetaPromptOuterStepsToo) {
   auto o = ddp_options();
   o.smgs_mode = apt::SmgsMode::kLearnable;
@@ -168,24 +184,6 @@ TEST(AptDdp, TwoRanksLearnableMetaPromptOuterStepsToo) {
   const auto two = fit_on_ranks(o, 2, x);
   for (int r = 0; r < 2; ++r) expect_same_training(one, two[r], "rank " + std::to_string(r) + "/2");
 }
-
-namespace {
-
-// Method options for APT on the tiny CLIP at 32 px with 2 shots (memory bank on its 2 blocks).
-OptionMap tiny_apt_method_options(const std::string& seed, const std::string& epochs) {
-  OptionMap o;
-  o.set("method.name", "apt");
-  o.set("model.arch", "tiny");
-  o.set("model.image_size", "32");
-  o.set("model.init_seed", "3");
-  o.set("seed", seed);
-  o.set("method.apt.shots", "2");
-  o.set("method.apt.epochs", epochs);
-  o.set("method.apt.memory_layers", "[1, 2]");
-  return o;
-}
-
-}  // namespace
 
 TEST(AptDdp, MethodTrainsEveryClassOnAllRanksThroughTheDatasetContext) {
   const std::string dir = "/tmp/zsad_apt_ddp_" + std::to_string(::getpid());

@@ -11,6 +11,7 @@
 #include "models/methods/apt/apt_components.h"
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/apt/apt_prompts.h"
+#include "models/methods/method.h"
 
 namespace zsad::test::apt {
 
@@ -67,5 +68,19 @@ inline at::Tensor shots(int64_t k, int64_t S) {
 }
 
 inline double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+// Method options for APT on the tiny CLIP at 32 px with 2 shots (memory bank on its 2 blocks).
+inline ::zsad::models::OptionMap tiny_apt_method_options(const std::string& seed, const std::string& epochs) {
+  ::zsad::models::OptionMap o;
+  o.set("method.name", "apt");
+  o.set("model.arch", "tiny");
+  o.set("model.image_size", "32");
+  o.set("model.init_seed", "3");
+  o.set("seed", seed);
+  o.set("method.apt.shots", "2");
+  o.set("method.apt.epochs", epochs);
+  o.set("method.apt.memory_layers", "[1, 2]");
+  return o;
+}
 
 }  // namespace zsad::test::apt

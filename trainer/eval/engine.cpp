@@ -519,8 +519,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       models::MethodBatch mb;
       // A cached batch carries its size in a [B,0] placeholder (the method reads no pixels).
       mb.images = cache ? at::empty({B, 0}, at::kFloat) : to_tensor(b.images, {B, 3, S_in, S_in});
-      mb.labels = at::empty({B}, at::kLong);
-      for (int64_t i = 0; i < B; ++i) mb.labels[i] = static_cast<int64_t>(b.labels[static_cast<size_t>(i)]);
+      // No labels: a method never sees the test set's ground truth.
       mb.class_names = b.class_names;
       mb.indices = b.indices;
       mb.seed = o.seed;

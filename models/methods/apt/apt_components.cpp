@@ -1,6 +1,9 @@
 #include "models/methods/apt/apt_components.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
 
 #include <map>
 
@@ -108,6 +111,40 @@ SyntheticBatch synthesize_batch(const at::Tensor& images01, const at::Tensor& ob
   for (size_t j = 0; j < all.size(); ++j) all[j] = static_cast<int64_t>(j);
   return synthesize_variants(images01, object_masks, r, cfg, seed, stream, step, all);
 }
+
+LatentVariants latent_variants(const at::Tensor& clean_patches, const at::Tensor& region_masks,
+                               const std::vector<int64_t>& variants, int64_t r, double sigma, uint64_t seed,
+                               uint64_t stream, uint64_t step) {
+  const int64_t K = clean_patches.size(0), P = clean_patches.size(1), D = clean_patches.size(2);
+  const int64_t h = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(P))));
+  const int64_t n = static_cast<int64_t>(variants.size()), S = region_masks.size(-1);
+  if (h * h != P || region_masks.size(0) != n || S % h != 0)
+    throw Error("latent_variants: " + std::to_string(P) + " patches, " + std::to_string(region_masks.size(0)) +
+                " masks of " + std::to_string(S) + " px for " + std::to_string(n) + " variants (need a square grid "
+                "dividing the mask size)");
+  // Patch coverage of each region mask: the fraction of its pixels inside the region.
+  auto cover = at::avg_pool2d(region_masks.to(at::kFloat).unsqueeze(1), {S / h, S / h}).reshape({n, P});
+  auto best = std::get<0>(cover.max(1, /*keepdim=*/true));
+  auto hit = (cover >= 0.5) | ((cover == best) & (best > 0));
+  LatentVariants out;
+  out.patches = at::empty({n, P, D}, clean_patches.options());
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t j = variants[static_cast<size_t>(row)], i = j / r;
+    if (j < 0 || i >= K) throw Error("latent_variants: variant " + std::to_string(j) + " outside [0, " +
+                                     std::to_string(K * r) + ")");
+    // Its own key (the pixel path draws region and noise from mix_seed(seed, stream, step, j)).
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(data::mix_seed(seed, stream, step, static_cast<uint64_t>(j)) ^
+                                                        0x6c6174656e74ull);
+    auto eps = at::randn({P, D}, gen, clean_patches.options()) * (sigma / std::sqrt(static_cast<double>(D)));
+    auto noisy = clean_patches[i] + eps;
+    out.patches[row] = at::where(hit[row].unsqueeze(1), noisy / noisy.norm(2, -1, true).clamp_min(1e-12),
+                                 clean_patches[i]);
+  }
+  out.patch_masks = hit.to(at::kFloat).reshape({n, h, h});
+  return out;
+}
+
+at::Tensor bgr_as_rgb(const at::Tensor& x) { return clip_normalize(clip_denormalize(x).flip({1})); }
 
 at::Tensor clip_denormalize(const at::Tensor& x) {
   auto mean = at::tensor({data::kClipMean[0], data::kClipMean[1], data::kClipMean[2]}, x.options()).view({1, 3, 1, 1});

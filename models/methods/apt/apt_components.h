@@ -54,9 +54,24 @@ SyntheticBatch synthesize_variants(const at::Tensor& images01, const at::Tensor&
                                    const data::AnomalySynthesisConfig& cfg, uint64_t seed, uint64_t stream,
                                    uint64_t step, const std::vector<int64_t>& variants);
 
+// The latent variant of the synthesis (spec §2, optional): variant row n (global index
+// variants[n] = i*r + v) keeps shot i's patch tokens, and the patches its region mask
+// region_masks[n] ([S,S], from synthesize_variants) covers by at least half — or, if none, the
+// most covered ones — get N(0, sigma^2/D) noise from a generator keyed like the pixel noise
+// (seed, stream, step, j), then are renormalised. clean_patches: [K,P,D] unit rows.
+struct LatentVariants {
+  at::Tensor patches;      // [n,P,D] unit rows
+  at::Tensor patch_masks;  // [n,h,h] 0/1: the perturbed patches (the variants' labels)
+};
+LatentVariants latent_variants(const at::Tensor& clean_patches, const at::Tensor& region_masks,
+                               const std::vector<int64_t>& variants, int64_t r, double sigma, uint64_t seed,
+                               uint64_t stream, uint64_t step);
+
 // CLIP normalisation round trip (data/transforms.h constants): [B,3,S,S].
 at::Tensor clip_denormalize(const at::Tensor& x);
 at::Tensor clip_normalize(const at::Tensor& x01);
+// CLIP-normalised RGB images as CLIP-normalised BGR-read-as-RGB ones (PromptAD's test loader).
+at::Tensor bgr_as_rgb(const at::Tensor& x);
 
 // --- SMGS (spec §3.2-3.3) ---------------------------------------------------------------------
 

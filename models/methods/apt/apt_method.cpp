@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "models/methods/apt/apt_components.h"
 #include "models/methods/apt/few_shot.h"
 
 namespace zsad::models::apt {
@@ -352,7 +353,8 @@ MethodOutput AptMethod::infer(const MethodBatch& batch) {
   if (static_cast<int64_t>(batch.class_names.size()) != B)
     throw Error("apt: batch of " + std::to_string(B) + " images carries " + std::to_string(batch.class_names.size()) +
                 " class names (APT scores each image with its class's prompts)");
-  const auto feats = model_->encode(batch.images.to(at::kFloat));
+  const at::Tensor images = batch.images.to(at::kFloat);
+  const auto feats = model_->encode(model_->options().bgr_test_quirk ? bgr_as_rgb(images) : images);
   MethodOutput out;
   out.image_scores = at::empty({B}, at::kFloat);
   const int64_t h = model_->grid();

@@ -280,14 +280,25 @@ const AptClassState& AptModel::fit_class(const std::string& cls, const at::Tenso
     share.clean_global = K;
     share.owner = parallel_.rank == 0;
     auto labels = at::cat({at::zeros({Kl}, at::kLong), at::ones({Vl}, at::kLong)});
+    std::vector<int64_t> shot_of_variant;
+    for (int64_t j : my_variants) shot_of_variant.push_back(j / r);
     // This rank's part of a step's batch from one synthesis stream: its clean shots (encoded
-    // once) then its synthetic variants (encoded here), with their pixel masks (clean = zeros).
+    // once) then its synthetic variants (encoded here, or in latent space perturbed copies of
+    // their shots' tokens), with their pixel masks (clean = zeros).
     auto local_batch = [&](uint64_t stream, int64_t step) {
       auto syn = ddp ? synthesize_variants(shots01, st.object_masks, r, cfg, cseed, stream, step, my_variants)
                      : synthesize_batch(shots01, st.object_masks, r, cfg, cseed, stream, step);
       AptFeatures f;
       if (Vl > 0) {
-        auto sf = encode(clip_normalize(syn.images));
+        AptFeatures sf;
+        if (o.synth_space == SynthSpace::kLatent) {
+          auto lv = latent_variants(clean.patches, syn.masks, my_variants, r, o.synth_latent_sigma, cseed, stream, step);
+          sf.global = clean.global.index_select(0, at::tensor(shot_of_variant, at::kLong));
+          sf.patches = lv.patches;
+          syn.masks = at::upsample_nearest2d(lv.patch_masks.unsqueeze(1), {S, S}).squeeze(1);
+        } else {
+          sf = encode(clip_normalize(syn.images));
+        }
         f.global = at::cat({clean_l.global, sf.global});
         f.patches = at::cat({clean_l.patches, sf.patches});
       } else {

@@ -144,6 +144,7 @@ const EnumDef<ScoreFusion> kFusion{{{"harmonic", ScoreFusion::kHarmonic}, {"mean
                                     {"text", ScoreFusion::kText}, {"visual", ScoreFusion::kVisual}}};
 const EnumDef<AnchorMean> kAnchor{{{"raw", AnchorMean::kRaw}, {"normalized", AnchorMean::kNormalized}}};
 const EnumDef<Optimizer> kOptim{{{"sgd", Optimizer::kSgd}, {"adam", Optimizer::kAdam}}};
+const EnumDef<SynthSpace> kSpace{{{"pixel", SynthSpace::kPixel}, {"latent", SynthSpace::kLatent}}};
 const EnumDef<TextImageScore> kTextScore{{{"global", TextImageScore::kGlobal}, {"max_patch", TextImageScore::kMaxPatch}}};
 const EnumDef<ImageScore> kImageScore{{{"fusion", ImageScore::kFusion}, {"max_map", ImageScore::kMaxMap}}};
 const EnumDef<AttnMode> kAttn{{{"vv", AttnMode::kVv}, {"local", AttnMode::kLocal}}};
@@ -163,6 +164,10 @@ const std::vector<KeyDef>& key_table() {
         APT_INT(variants_per_shot, "R", "r synthetic variants per shot and step; -1 = 4 for k=1, else 2"),
         APT_ENUM(synth_region, kRegion, "R", "anomaly region mask: perlin (DRAEM) | shapes | mixed"),
         APT_ENUM(synth_noise, kNoise, "R", "noise family: mixed (gaussian/uniform/salt-pepper 0.6/0.2/0.2) | gaussian"),
+        APT_ENUM(synth_space, kSpace, "R",
+                 "where the noise goes: pixel (the image, then encoded) | latent (the shot's patch tokens under the "
+                 "region mask; the spec's optional latent variant)"),
+        APT_DOUBLE(synth_latent_sigma, "R", "latent variant: noise norm against the unit patch tokens"),
         APT_DOUBLE(sigma_min, "R", "lower end of the noise strength U[sigma_min, sigma_max]"),
         APT_DOUBLE(sigma_max, "R", "upper end of the noise strength"),
         APT_DOUBLE(blur_probability, "R", "probability of a 3x3 blur inside the mask"),
@@ -246,6 +251,9 @@ const std::vector<KeyDef>& key_table() {
                  "text image score s_txt: global (softmax on g, PromptAD) | max_patch (max of the text map)"),
         APT_ENUM(image_score, kImageScore, "R",
                  "image score: fusion of s_txt and s_vis (PromptAD) | max_map (max of the fused anomaly map)"),
+        APT_BOOL(bgr_test_quirk, "V-code:PromptAD",
+                 "feed test images BGR-as-RGB, as PromptAD's test loader does (shots and memory bank stay RGB); "
+                 "for matching its numbers only"),
         APT_DOUBLE(score_tau, "V-code:PromptAD", "scoring softmax scale (raw logit_scale ~4.6, PromptAD quirk)"),
         APT_ENUM(class_parallel, kParallel, "impl",
                  "several ranks: shard (each class on one rank) | ddp (every class on all ranks, its synthetic "
@@ -267,6 +275,7 @@ void AptOptions::validate() const {
   need(shots >= 1, "shots", "must be >= 1");
   need(variants() >= 1, "variants_per_shot", "must give >= 1 variant");
   need(sigma_min >= 0 && sigma_max >= sigma_min, "sigma_max", "needs 0 <= sigma_min <= sigma_max");
+  need(synth_latent_sigma >= 0, "synth_latent_sigma", "must be >= 0");
   need(n_normal_prompts >= 1 && n_abnormal_prompts >= 1, "n_normal_prompts", "prompt counts must be >= 1");
   need(n_ctx >= 1 && n_abnormal_ctx >= 1, "n_ctx", "context lengths must be >= 1");
   need(epochs >= 0 && steps_per_epoch >= 1, "epochs", "epochs >= 0 and steps_per_epoch >= 1");

@@ -14,6 +14,7 @@ namespace zsad::models::apt {
 
 enum class SynthRegion { kPerlin, kShapes, kMixed };
 enum class SynthNoise { kMixed, kGaussian };        // mixed: gaussian/uniform/salt-pepper 0.6/0.2/0.2
+enum class SynthSpace { kPixel, kLatent };          // noise on the image | on its patch tokens
 enum class ObjectMaskMode { kClip, kNone };         // OAGM object attention on/off
 // meta-prompt: off, fixed anchor (MPTS), EMA anchor (SMGS), learnable token sequence (bi-level)
 enum class SmgsMode { kNone, kFixed, kEma, kLearnable };
@@ -40,6 +41,10 @@ struct AptOptions {
   // --- anomaly synthesis (spec §2, [R]) ---
   SynthRegion synth_region = SynthRegion::kPerlin;
   SynthNoise synth_noise = SynthNoise::kMixed;
+  // latent: a variant keeps its shot's encoding; the patch tokens under the region mask get
+  // N(0, synth_latent_sigma^2 / D) noise (norm ~ sigma against unit tokens) and are renormalised.
+  SynthSpace synth_space = SynthSpace::kPixel;
+  double synth_latent_sigma = 0.5;
   double sigma_min = 0.1, sigma_max = 0.5;
   double blur_probability = 0.0;
   double min_mask_area = 0.005;
@@ -120,6 +125,7 @@ struct AptOptions {
   double score_tau = 4.6052;         // PromptAD scoring quirk: raw logit_scale, not exp()
   TextImageScore text_image_score = TextImageScore::kGlobal;  // PromptAD: global feature
   ImageScore image_score = ImageScore::kFusion;                // PromptAD: fuse(s_txt, s_vis)
+  bool bgr_test_quirk = false;       // PromptAD: test images enter BGR-as-RGB (shots stay RGB)
 
   // --- parallelism over ranks (impl) ---
   // shard: each class trained on one rank (method.apt.shard_classes); ddp: every class trained on
