@@ -8,6 +8,7 @@
 #include "common/exit_codes.h"
 #include "launch/cli/args.h"
 #include "launch/cli/command.h"
+#include "launch/jobs/runner.h"
 #include "launch/sweep/slurm_launcher.h"
 #include "launch/sweep/sweep.h"
 
@@ -29,6 +30,11 @@ int run_sweep_cmd(const std::vector<std::string>& tokens) {
   zsad::launch::RunOptions opts;
   opts.parallel = static_cast<int>(args.get_int("parallel"));
   if (opts.parallel < 1) throw zsad::UsageError("--parallel must be at least 1");
+  // A sweep starts every job's ranks itself (launcher.*); started as a rank, each copy would run
+  // the whole sweep.
+  if (const auto r = zsad::launch::launched_rank(); r.world_size > 1)
+    throw zsad::UsageError("this process is rank " + std::to_string(r.rank) + " of " + std::to_string(r.world_size) +
+                           " started by a launcher; run zsad sweep once (its jobs get their ranks from launcher.*)");
   opts.quiet = args.on("quiet");
   if (args.on("json") && !args.on("dry-run")) throw zsad::UsageError("--json needs --dry-run");
 

@@ -204,4 +204,11 @@ TEST(LaunchCli, RunUnderLaunchSharesOneRunDirectory) {
   EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/config.yaml").find("seed: 7"), std::string::npos);
   EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/overrides.yaml").find("seed=7"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir.path / "outputs"));
+
+  // A sweep under a launcher would run once per rank: refused before anything is written.
+  auto sweep = zsad_test::run_zsad({"launch", "-n", "2", "--", zsad_test::zsad_binary(), "sweep", exp, "seed=1,2"},
+                                   dir.str());
+  EXPECT_EQ(sweep.code, 2) << sweep.out << sweep.err;
+  EXPECT_NE(sweep.err.find("run zsad sweep once"), std::string::npos) << sweep.err;
+  EXPECT_FALSE(fs::exists(dir.path / "multirun"));
 }
