@@ -159,6 +159,7 @@ int run_eval_command(const std::vector<std::string>& tokens) {
   std::string dir;
   if (args.has("run-dir")) {
     dir = args.get("run-dir");
+    launch::require_same_config_if_reused(dir, c.config);
   } else {
     config::Node root = config::get_or_default(c.config, "output.root");
     dir = launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name, std::time(nullptr));

@@ -73,6 +73,7 @@ int run_run(const std::vector<std::string>& tokens) {
   std::string unique;
   if (args.has("run-dir")) {
     unique = args.get("run-dir");
+    zsad::launch::require_same_config_if_reused(unique, c.config);
   } else {
     zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
     std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,

@@ -153,6 +153,17 @@ LaunchedRank launched_rank() {
   return r;
 }
 
+void require_same_config_if_reused(const std::string& run_dir, const config::Node& config) {
+  const fs::path existing = fs::path(run_dir) / ".zsad" / "config.yaml";
+  if (!fs::exists(existing)) return;
+  config::EmitOptions eo;
+  eo.escape_interpolation = true;
+  if (config::read_text_file(existing.string()) == config::to_yaml(config, eo)) return;
+  throw Error(existing.string() + ": --run-dir '" + run_dir +
+              "' already holds a run with a different config; pass a new directory (the same config "
+              "continues that run)");
+}
+
 int run_as_launched_rank(const std::string& run_dir, const config::Node& config,
                          const std::vector<std::string>& overrides, const LaunchedRank& r, const JobRunner& runner) {
   fs::create_directories(fs::path(run_dir) / ".zsad");

@@ -60,6 +60,11 @@ LaunchedRank launched_rank();
 int run_as_launched_rank(const std::string& run_dir, const config::Node& config,
                          const std::vector<std::string>& overrides, const LaunchedRank& r, const JobRunner& runner);
 
+// `--run-dir DIR` of a run that is already there: the same config continues it (training resumes
+// from its checkpoints); another config would overwrite its record, so that is a zsad::Error
+// naming DIR/.zsad/config.yaml.
+void require_same_config_if_reused(const std::string& run_dir, const config::Node& config);
+
 struct JobRunnerRegistrar {
   JobRunnerRegistrar(const std::string& name, const std::string& doc, JobRunner fn) {
     register_job_runner(name, doc, std::move(fn));

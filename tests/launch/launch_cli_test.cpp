@@ -212,3 +212,28 @@ TEST(LaunchCli, RunUnderLaunchSharesOneRunDirectory) {
   EXPECT_NE(sweep.err.find("run zsad sweep once"), std::string::npos) << sweep.err;
   EXPECT_FALSE(fs::exists(dir.path / "multirun"));
 }
+
+// `zsad run --run-dir D` on a directory that already holds a run: the same config continues it,
+// another config is refused before it can overwrite that run's record.
+TEST(RunCli, ReusedRunDirNeedsTheSameConfig) {
+  zsad_test::TempDir dir;
+  zsad_test::write_file(dir.path / "experiments/hello.yaml",
+                        "experiment: hello\nseed: 4\ntask:\n  name: echo\n  exit_code: 0\noutput:\n  root: " +
+                            dir.str() + "\n");
+  const std::string exp = (dir.path / "experiments/hello.yaml").string();
+  const std::string run_dir = (dir.path / "kept").string();
+  auto first = zsad_test::run_zsad({"run", exp, "seed=5", "--run-dir", run_dir}, dir.str());
+  ASSERT_EQ(first.code, 0) << first.err;
+  const std::string recorded = zsad_test::read_file(run_dir + "/.zsad/config.yaml");
+  ASSERT_NE(recorded.find("seed: 5"), std::string::npos) << recorded;
+  auto again = zsad_test::run_zsad({"run", exp, "seed=5", "--run-dir", run_dir}, dir.str());
+  EXPECT_EQ(again.code, 0) << again.err;
+  auto other = zsad_test::run_zsad({"run", exp, "seed=6", "--run-dir", run_dir}, dir.str());
+  EXPECT_EQ(other.code, 1) << other.out << other.err;
+  EXPECT_NE(other.err.find("already holds a run with a different config"), std::string::npos) << other.err;
+  EXPECT_EQ(zsad_test::read_file(run_dir + "/.zsad/config.yaml"), recorded);
+  auto launched = zsad_test::run_zsad(
+      {"launch", "-n", "2", "--", zsad_test::zsad_binary(), "run", exp, "seed=6", "--run-dir", run_dir}, dir.str());
+  EXPECT_EQ(launched.code, 1) << launched.out << launched.err;
+  EXPECT_EQ(zsad_test::read_file(run_dir + "/.zsad/config.yaml"), recorded);
+}
