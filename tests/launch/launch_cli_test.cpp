@@ -22,6 +22,15 @@ std::vector<std::string> lines_with(const std::string& text, const std::string& 
   return out;
 }
 
+// experiments/hello.yaml in `dir`: an echo task (prints rank/world, experiment and seed) writing
+// its outputs under `dir`. Returns its path.
+std::string write_echo_experiment(const zsad_test::TempDir& dir) {
+  zsad_test::write_file(dir.path / "experiments/hello.yaml",
+                        "experiment: hello\nseed: 4\ntask:\n  name: echo\n  exit_code: 0\noutput:\n  root: " +
+                            dir.str() + "\n");
+  return (dir.path / "experiments/hello.yaml").string();
+}
+
 }  // namespace
 
 TEST(LaunchCli, TwoRanksGetTorchrunEnvironmentAndPrefixes) {
@@ -183,10 +192,7 @@ TEST(LaunchCli, LeftoverBackgroundProcessDoesNotHoldTheLauncher) {
 // shared --run-dir both ranks run the task in-process, in that one directory.
 TEST(LaunchCli, RunUnderLaunchSharesOneRunDirectory) {
   zsad_test::TempDir dir;
-  zsad_test::write_file(dir.path / "experiments/hello.yaml",
-                        "experiment: hello\nseed: 4\ntask:\n  name: echo\n  exit_code: 0\noutput:\n  root: " +
-                            dir.str() + "\n");
-  const std::string exp = (dir.path / "experiments/hello.yaml").string();
+  const std::string exp = write_echo_experiment(dir);
   auto bad = zsad_test::run_zsad({"launch", "-n", "2", "--", zsad_test::zsad_binary(), "run", exp}, dir.str());
   EXPECT_EQ(bad.code, 2) << bad.out << bad.err;
   EXPECT_NE(bad.err.find("pass --run-dir DIR (the same on every rank)"), std::string::npos) << bad.err;
@@ -217,10 +223,7 @@ TEST(LaunchCli, RunUnderLaunchSharesOneRunDirectory) {
 // another config is refused before it can overwrite that run's record.
 TEST(RunCli, ReusedRunDirNeedsTheSameConfig) {
   zsad_test::TempDir dir;
-  zsad_test::write_file(dir.path / "experiments/hello.yaml",
-                        "experiment: hello\nseed: 4\ntask:\n  name: echo\n  exit_code: 0\noutput:\n  root: " +
-                            dir.str() + "\n");
-  const std::string exp = (dir.path / "experiments/hello.yaml").string();
+  const std::string exp = write_echo_experiment(dir);
   const std::string run_dir = (dir.path / "kept").string();
   auto first = zsad_test::run_zsad({"run", exp, "seed=5", "--run-dir", run_dir}, dir.str());
   ASSERT_EQ(first.code, 0) << first.err;
