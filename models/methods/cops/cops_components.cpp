@@ -182,7 +182,7 @@ at::Tensor smooth_patches(const at::Tensor& patch, int64_t kernel) {
 }
 
 at::Tensor patch_mask(const at::Tensor& gt, int64_t side) {
-  const int64_t B = gt.size(0), H = gt.size(1);
+  const int64_t H = gt.size(1);
   require(H % side == 0 && gt.size(2) == H, "mask size " + std::to_string(H) + " is not a multiple of the patch grid " +
                                                 std::to_string(side));
   const int64_t k = H / side;
