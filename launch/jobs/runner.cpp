@@ -141,43 +141,9 @@ int run_job_config(const std::string& config_path) {
 }
 
 LaunchedRank launched_rank() {
-  auto env = [](const char* a) -> const char* { return std::getenv(a); };
-  LaunchedRank r;
-  if (env("RANK") && env("WORLD_SIZE")) {
-    r.rank = env_int("RANK", 0);
-    r.world_size = env_int("WORLD_SIZE", 1);
-  } else if (env("OMPI_COMM_WORLD_RANK") && env("OMPI_COMM_WORLD_SIZE")) {
-    r.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
-    r.world_size = env_int("OMPI_COMM_WORLD_SIZE", 1);
-  }
-  return r;
-}
-
-void require_same_config_if_reused(const std::string& run_dir, const config::Node& config) {
-  const fs::path existing = fs::path(run_dir) / ".zsad" / "config.yaml";
-  if (!fs::exists(existing)) return;
-  config::EmitOptions eo;
-  eo.escape_interpolation = true;
-  if (config::read_text_file(existing.string()) == config::to_yaml(config, eo)) return;
-  throw Error(existing.string() + ": --run-dir '" + run_dir +
-              "' already holds a run with a different config; pass a new directory (the same config "
-              "continues that run)");
-}
-
-int run_as_launched_rank(const std::string& run_dir, const config::Node& config,
-                         const std::vector<std::string>& overrides, const LaunchedRank& r, const JobRunner& runner) {
-  fs::create_directories(fs::path(run_dir) / ".zsad");
-  const std::string config_path = (fs::path(run_dir) / ".zsad" / "config.yaml").string();
-  if (r.rank == 0) {
-    config::EmitOptions eo;
-    eo.escape_interpolation = true;
-    config::write_text_file(config_path, config::to_yaml(config, eo));
-    config::Node l = config::Node::list();
-    for (const auto& s : overrides) l.push_back(config::Node(s));
-    config::write_text_file((fs::path(run_dir) / ".zsad" / "overrides.yaml").string(), config::to_yaml(l));
-  }
-  JobContext job{config, config_path, run_dir, -1, r.rank, r.world_size};
-  return runner(job);
+  const dist::DistEnv d = dist::detect_env(dist::process_env());
+  if (d.launcher == dist::Launcher::kSlurm) return {};
+  return {d.rank, d.world_size};
 }
 
 }  // namespace zsad::launch

@@ -15,7 +15,6 @@
 #include <functional>
 #include <map>
 #include <string>
-#include <vector>
 
 #include "launch/config/node.h"
 
@@ -53,17 +52,6 @@ struct LaunchedRank {
   int world_size = 1;
 };
 LaunchedRank launched_rank();
-
-// Runs `config`'s task in this process as rank `r` of a launched group (`zsad launch -n N -- zsad run
-// EXP --run-dir D`). Every rank must pass the same `run_dir`; rank 0 records .zsad/config.yaml and
-// .zsad/overrides.yaml in it.
-int run_as_launched_rank(const std::string& run_dir, const config::Node& config,
-                         const std::vector<std::string>& overrides, const LaunchedRank& r, const JobRunner& runner);
-
-// `--run-dir DIR` of a run that is already there: the same config continues it (training resumes
-// from its checkpoints); another config would overwrite its record, so that is a zsad::Error
-// naming DIR/.zsad/config.yaml.
-void require_same_config_if_reused(const std::string& run_dir, const config::Node& config);
 
 struct JobRunnerRegistrar {
   JobRunnerRegistrar(const std::string& name, const std::string& doc, JobRunner fn) {

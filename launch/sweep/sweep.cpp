@@ -229,13 +229,42 @@ SweepPlan load_sweep_plan(const std::string& sweep_dir) {
   return plan;
 }
 
-void write_job_files(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs, int num,
-                     const std::string& status, const GroupChoices& choices) {
-  fs::create_directories(fs::path(dir) / ".zsad");
+namespace {
+
+// The text of .zsad/config.yaml: literal "${" escaped, so that `zsad job` composes it unchanged.
+std::string config_record_text(const Node& resolved) {
   config::EmitOptions eo;
   eo.escape_interpolation = true;
-  config::write_text_file((fs::path(dir) / ".zsad" / "config.yaml").string(), config::to_yaml(resolved, eo));
+  return config::to_yaml(resolved, eo);
+}
+
+// .zsad/config.yaml and .zsad/overrides.yaml: what ran, and the overrides that made it.
+void write_config_record(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs) {
+  fs::create_directories(fs::path(dir) / ".zsad");
+  config::write_text_file((fs::path(dir) / ".zsad" / "config.yaml").string(), config_record_text(resolved));
   config::write_text_file((fs::path(dir) / ".zsad" / "overrides.yaml").string(), config::to_yaml(string_list(ovs)));
+}
+
+}  // namespace
+
+void require_same_config_if_reused(const std::string& dir, const Node& resolved) {
+  const fs::path existing = fs::path(dir) / ".zsad" / "config.yaml";
+  if (!fs::exists(existing) || config::read_text_file(existing.string()) == config_record_text(resolved)) return;
+  throw Error(existing.string() + ": --run-dir '" + dir +
+              "' already holds a run with a different config; pass a new directory (the same config "
+              "continues that run)");
+}
+
+int run_as_launched_rank(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs,
+                         const LaunchedRank& r, const JobRunner& runner) {
+  if (r.rank == 0) write_config_record(dir, resolved, ovs);
+  JobContext job{resolved, (fs::path(dir) / ".zsad" / "config.yaml").string(), dir, -1, r.rank, r.world_size};
+  return runner(job);
+}
+
+void write_job_files(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs, int num,
+                     const std::string& status, const GroupChoices& choices) {
+  write_config_record(dir, resolved, ovs);
   Node job = Node::map();
   if (num >= 0) job.set("num", Node(num));
   else job.set("num", Node());

@@ -66,6 +66,15 @@ using GroupChoices = std::vector<std::pair<std::string, std::string>>;
 void write_job_files(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides,
                      int num, const std::string& status, const GroupChoices& choices = {});
 void set_job_status(const std::string& dir, const std::string& status, int exit_code);
+// `--run-dir DIR` of a run that is already there: the same config continues it (training resumes
+// from its checkpoints); another config would overwrite its record, so that is a zsad::Error
+// naming DIR/.zsad/config.yaml.
+void require_same_config_if_reused(const std::string& dir, const config::Node& resolved);
+// Runs the config's task in this process as rank `r` of a launched group (`zsad launch -n N --
+// zsad run EXP --run-dir D`). Every rank passes the same `dir`; rank 0 records .zsad/config.yaml
+// and .zsad/overrides.yaml there (no job.yaml: no driver tracks the job's state).
+int run_as_launched_rank(const std::string& dir, const config::Node& resolved, const std::vector<std::string>& overrides,
+                         const LaunchedRank& r, const JobRunner& runner);
 std::string read_job_status(const std::string& dir);  // "" when the job has no job.yaml
 
 // The command that runs a job's ranks, from the config's launcher section:

@@ -15,7 +15,7 @@ namespace zsad::models {
 namespace {
 
 using test::expect_one_line_error;
-using test::read_file_bytes;
+using test::slurp;
 using test::weight_file;
 using test::write_file_bytes;
 
@@ -72,7 +72,7 @@ TEST(WeightsErrors, ForeignZipArchive) {
 
 TEST(WeightsErrors, TruncatedZipArchives) {
   for (const std::string name : {"state_dict.pth", "scripted_cuda_fp16.pt", "cops.pth"}) {
-    const std::string bytes = read_file_bytes(weight_file(name));
+    const std::string bytes = slurp(weight_file(name));
     ASSERT_GT(bytes.size(), 1000u);
     for (size_t keep : {bytes.size() / 2, bytes.size() - 30, size_t{100}}) {
       const std::string path = weight_file("truncated_" + std::to_string(keep) + "_" + name);
@@ -86,7 +86,7 @@ TEST(WeightsErrors, TruncatedZipArchives) {
 }
 
 TEST(WeightsErrors, TruncatedAndCorruptSafetensors) {
-  const std::string bytes = read_file_bytes(weight_file("weights.safetensors"));
+  const std::string bytes = slurp(weight_file("weights.safetensors"));
   const std::string cut = weight_file("cut.safetensors");
   write_file_bytes(cut, bytes.substr(0, bytes.size() - 5));
   expect_one_line_error([&] { read_weights(cut); }, cut, "truncated safetensors file: tensor '");

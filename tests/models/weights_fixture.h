@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/h5.h"
 #include "models/clip/weights.h"
+#include "clip_test_util.h"
 
 namespace zsad::test {
 
@@ -26,13 +27,6 @@ inline std::string env_or_fail(const char* name) {
   const char* v = std::getenv(name);
   if (!v || !*v) throw std::runtime_error(std::string("environment variable ") + name + " is not set (run through ctest)");
   return v;
-}
-
-inline std::string read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 inline void write_file_bytes(const std::string& path, const std::string& bytes) {
@@ -47,7 +41,7 @@ inline std::string weight_files_dir() {
   if (!dir.empty()) return dir;
   const std::string script = env_or_fail("ZSAD_SOURCE_DIR") + "/tests/models/make_weight_files.py";
   const std::string python = env_or_fail("ZSAD_PYTHON");
-  const std::string text = read_file_bytes(script);
+  const std::string text = slurp(script);
   if (text.empty()) throw std::runtime_error("cannot read " + script);
   uint64_t h = 1469598103934665603ull;  // FNV-1a of the script: a new script version regenerates
   for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;

@@ -22,7 +22,7 @@ TEST(WeightsDetect, ByContentNotName) {
   EXPECT_EQ(detect_weight_format(weight_file("weights.safetensors")), WeightFormat::kSafetensors);
   // A misleading extension does not matter.
   const std::string renamed = weight_file("renamed_safetensors.pt");
-  test::write_file_bytes(renamed, test::read_file_bytes(weight_file("weights.safetensors")));
+  test::write_file_bytes(renamed, test::slurp(weight_file("weights.safetensors")));
   EXPECT_EQ(detect_weight_format(renamed), WeightFormat::kSafetensors);
   EXPECT_STREQ(weight_format_name(WeightFormat::kTorchScript), "torchscript");
 }
