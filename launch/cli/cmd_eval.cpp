@@ -156,18 +156,7 @@ int run_eval_command(const std::vector<std::string>& tokens) {
   const launch::LaunchedRank launched = launch::launched_rank();
   if (launched.world_size > 1 && !args.has("run-dir"))
     throw UsageError("under a launcher (WORLD_SIZE > 1) zsad eval needs --run-dir DIR shared by every rank");
-  std::string dir;
-  if (args.has("run-dir")) {
-    dir = args.get("run-dir");
-    launch::require_same_config_if_reused(dir, c.config);
-  } else {
-    config::Node root = config::get_or_default(c.config, "output.root");
-    dir = launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name, std::time(nullptr));
-    std::string unique = dir;
-    for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
-    dir = unique;
-  }
-  fs::create_directories(dir);
+  const std::string dir = launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "");
   std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
   if (launched.world_size > 1) return launch::run_as_launched_rank(dir, c.config, ovs, launched, eval_runner);
   std::cerr << "zsad eval: " << dir << "\n";

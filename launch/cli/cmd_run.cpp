@@ -1,6 +1,4 @@
 // zsad run EXPERIMENT [overrides...]: compose, validate, create the run directory, run the job.
-#include <ctime>
-#include <filesystem>
 #include <iostream>
 
 #include "common/error.h"
@@ -15,8 +13,6 @@
 #include "launch/sweep/sweep.h"
 
 namespace {
-
-namespace fs = std::filesystem;
 
 int run_run(const std::vector<std::string>& tokens) {
   zsad::cli::Args args(
@@ -70,19 +66,8 @@ int run_run(const std::vector<std::string>& tokens) {
                            " started by a launcher; pass --run-dir DIR (the same on every rank), or let zsad "
                            "start the ranks: zsad run EXP launcher.nproc=N (or launcher=local2, launcher=mpirun)");
   }
-  std::string unique;
-  if (args.has("run-dir")) {
-    unique = args.get("run-dir");
-    zsad::launch::require_same_config_if_reused(unique, c.config);
-  } else {
-    zsad::config::Node root = zsad::config::get_or_default(c.config, "output.root");
-    std::string dir = zsad::launch::timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", c.name,
-                                                    std::time(nullptr));
-    // Two runs started in the same second get distinct directories.
-    unique = dir;
-    for (int i = 1; fs::exists(unique); ++i) unique = dir + "_" + std::to_string(i);
-  }
-  fs::create_directories(unique);
+  const std::string unique =
+      zsad::launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "");
   if (launched.world_size > 1)
     return zsad::launch::run_as_launched_rank(unique, c.config, req.overrides, launched,
                                               zsad::launch::job_runner_registry().at(task).run);

@@ -255,6 +255,21 @@ void require_same_config_if_reused(const std::string& dir, const Node& resolved)
               "continues that run)");
 }
 
+std::string make_run_dir(const Node& resolved, const std::string& name, const std::string& requested) {
+  std::string dir = requested;
+  if (!dir.empty()) {
+    require_same_config_if_reused(dir, resolved);
+  } else {
+    const Node root = config::get_or_default(resolved, "output.root");
+    const std::string base =
+        timestamped_dir(root.is_string() ? root.as_string() : ".", "outputs", name, std::time(nullptr));
+    dir = base;
+    for (int i = 1; fs::exists(dir); ++i) dir = base + "_" + std::to_string(i);
+  }
+  fs::create_directories(dir);
+  return dir;
+}
+
 int run_as_launched_rank(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs,
                          const LaunchedRank& r, const JobRunner& runner) {
   if (r.rank == 0) write_config_record(dir, resolved, ovs);

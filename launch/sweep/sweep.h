@@ -70,6 +70,10 @@ void set_job_status(const std::string& dir, const std::string& status, int exit_
 // from its checkpoints); another config would overwrite its record, so that is a zsad::Error
 // naming DIR/.zsad/config.yaml.
 void require_same_config_if_reused(const std::string& dir, const config::Node& resolved);
+// The directory of a single run (`zsad run`/`zsad eval`), created: `requested` (--run-dir, checked
+// with require_same_config_if_reused) or a new <output.root>/outputs/<name>/<date>/<time>, with a
+// _1, _2, ... suffix when another run started in the same second.
+std::string make_run_dir(const config::Node& resolved, const std::string& name, const std::string& requested);
 // Runs the config's task in this process as rank `r` of a launched group (`zsad launch -n N --
 // zsad run EXP --run-dir D`). Every rank passes the same `dir`; rank 0 records .zsad/config.yaml
 // and .zsad/overrides.yaml there (no job.yaml: no driver tracks the job's state).
