@@ -7,6 +7,7 @@
 //  - a checkpoint taken right after the partial step resumes to the uninterrupted result.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -123,6 +124,7 @@ TEST(PartialBatch, KeptLastBatchVisitsEverySampleOnceAtAnyWorldSize) {
   EXPECT_TRUE(empty_rank) << "no rank was left without samples: the case tests nothing new";
   EXPECT_LT((one.params - two.params).abs().max().item<double>(), 1e-6);
   EXPECT_GT(one.params.abs().max().item<double>(), 1e-2);  // training moved the parameters
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PartialBatch, DroppedLastBatchLeavesDistinctSamplesAndTheSameStepCount) {
@@ -138,6 +140,7 @@ TEST(PartialBatch, DroppedLastBatchLeavesDistinctSamplesAndTheSameStepCount) {
     EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()).size(), ids.size()) << "step " << step << " repeats a sample";
   }
   EXPECT_LT((one.params - two.params).abs().max().item<double>(), 1e-6);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PartialBatch, ResumeRightAfterThePartialStepContinuesIdentically) {
@@ -155,4 +158,5 @@ TEST(PartialBatch, ResumeRightAfterThePartialStepContinuesIdentically) {
     }
   }
   EXPECT_TRUE(at::equal(rest.params, whole.params));
+  std::filesystem::remove_all(dir);
 }
