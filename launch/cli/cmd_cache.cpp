@@ -20,6 +20,7 @@
 #include "trainer/dist/context.h"
 #include "trainer/eval/engine.h"
 #include "trainer/feature_cache.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 namespace {
@@ -79,7 +80,7 @@ int run_cache_command(const std::vector<std::string>& tokens) {
   for (size_t i = 1; i < args.rest().size(); ++i) req.overrides.push_back(args.rest()[i]);
   config::Composed c = config::compose(req);
   models::OptionMap flat = flatten_config(c.config);
-  at::set_num_threads(static_cast<int>(std::max<int64_t>(1, flat.integer("trainer.threads", 1))));
+  zsad::models::set_compute_threads(static_cast<int>(flat.integer("trainer.threads", 1)));
 
   dist::DistConfig dc;
   dc.backend = flat.str("eval.backend", "auto");

@@ -14,6 +14,7 @@
 #include "launch/cli/command.h"
 #include "models/clip/clip_model.h"
 #include "models/clip/tokenizer.h"
+#include "models/clip/compute_threads.h"
 
 namespace {
 
@@ -61,7 +62,7 @@ int run_encode(const std::vector<std::string>& tokens) {
   int64_t threads = args.has("threads") ? args.get_int("threads")
                                         : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
   if (threads < 1) throw UsageError("--threads must be >= 1");
-  at::set_num_threads(static_cast<int>(threads));
+  zsad::models::set_compute_threads(static_cast<int>(threads));
 
   zsad::models::ClipConfig runtime;
   try {

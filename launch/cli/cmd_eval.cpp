@@ -21,6 +21,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/dist/context.h"
 #include "trainer/eval/engine.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 
@@ -78,7 +79,7 @@ int run_eval_phase(const launch::JobContext& job, const std::string& checkpoint,
   const config::Node& cfg = job.config;
   models::OptionMap flat = flatten_config(cfg);
   const int threads = static_cast<int>(flat.integer("trainer.threads", 1));
-  at::set_num_threads(std::max(1, threads));
+  models::set_compute_threads(threads);
 
   eval::EvalOptions o = eval::eval_options_from(flat);
   if (o.datasets.empty()) throw Error("eval.datasets: no test dataset in the config (add dataset@eval.datasets.<name>: <option>)");

@@ -14,6 +14,7 @@
 #include "launch/cli/eval_phase.h"
 #include "launch/config/compose.h"
 #include "trainer/eval/engine.h"
+#include "models/clip/compute_threads.h"
 
 namespace {
 
@@ -50,7 +51,7 @@ int run_predict(const std::vector<std::string>& tokens) {
   }
   zsad::config::Composed c = zsad::config::compose(req);
   zsad::models::OptionMap flat = zsad::cli::flatten_config(c.config);
-  at::set_num_threads(std::max<int>(1, static_cast<int>(flat.integer("trainer.threads", 1))));
+  zsad::models::set_compute_threads(static_cast<int>(flat.integer("trainer.threads", 1)));
 
   zsad::eval::PredictOptions po;
   for (const auto& in : args.list("images")) {

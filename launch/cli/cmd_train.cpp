@@ -23,6 +23,7 @@
 #include "trainer/feature_cache.h"
 #include "trainer/loop/train_loop.h"
 #include "trainer/tasks/cops_train_task.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 namespace {
@@ -73,7 +74,7 @@ int run_train(const launch::JobContext& job) {
   const config::Node& cfg = job.config;
   models::OptionMap flat = flatten_config(cfg);
   const int threads = std::max<int>(1, static_cast<int>(flat.integer("trainer.threads", 1)));
-  at::set_num_threads(threads);
+  models::set_compute_threads(threads);
   const std::string run_dir = job.job_dir.empty() ? "." : job.job_dir;
 
   dist::DistConfig dc;

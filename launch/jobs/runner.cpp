@@ -134,7 +134,7 @@ int run_job_config(const std::string& config_path) {
     for (const auto& [k, v] : reg) known += (known.empty() ? "" : ", ") + k;
     throw Error(config_path + ": task.name '" + name + "' has no registered job runner (known: " + known + ")");
   }
-  // Rank discovery (torchrun vars -> SLURM_PROCID/SLURM_NTASKS under srun -> OpenMPI -> single).
+  // Rank discovery (torchrun vars -> SLURM_PROCID/SLURM_NTASKS of an srun step -> OpenMPI -> single).
   dist::DistEnv d = dist::detect_env(dist::process_env());
   JobContext ctx{cfg, p.string(), job_dir, env_int("ZSAD_JOB_NUM", -1), d.rank, d.world_size};
   return it->second.run(ctx);
@@ -142,7 +142,6 @@ int run_job_config(const std::string& config_path) {
 
 LaunchedRank launched_rank() {
   const dist::DistEnv d = dist::detect_env(dist::process_env());
-  if (d.launcher == dist::Launcher::kSlurm) return {};
   return {d.rank, d.world_size};
 }
 

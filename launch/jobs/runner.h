@@ -44,9 +44,9 @@ void register_job_runner(const std::string& name, const std::string& doc, JobRun
 // Throws zsad::Error when task.name has no runner (listing the registered ones).
 int run_job_config(const std::string& config_path);
 
-// The rank of this process when a launcher started it — `zsad launch`/torchrun (RANK, WORLD_SIZE) or
-// mpirun (OMPI_COMM_WORLD_*) — else rank 0 of 1. SLURM variables are not read: an sbatch script's
-// batch step carries SLURM_NTASKS too, and there `zsad run` is the driver, not a rank.
+// The rank of this process when a launcher started it — `zsad launch`/torchrun (RANK, WORLD_SIZE),
+// a task of an srun step, or mpirun (OMPI_COMM_WORLD_*) — else rank 0 of 1 (dist::detect_env). An
+// sbatch script's own shell is not a rank: there `zsad run` is the driver.
 struct LaunchedRank {
   int rank = 0;
   int world_size = 1;

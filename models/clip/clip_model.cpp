@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
 #include <c10/core/GradMode.h>
 #include <torch/nn/init.h>
 
@@ -17,6 +16,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::models {
 
@@ -182,23 +182,16 @@ void attention_path(const at::Tensor& qs, const at::Tensor& k, const at::Tensor&
 // BLAS links; with another BLAS this is a no-op.
 class SingleThreadedBlas {
  public:
-  SingleThreadedBlas() {
-    static auto set_fn = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    static auto get_fn = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    set_ = set_fn;
-    if (set_ && get_fn) {
-      previous_ = get_fn();
-      if (previous_ != 1) set_(1);
-    }
+  SingleThreadedBlas() : previous_(blas_threads()) {
+    if (previous_ > 1) set_blas_threads(1);
   }
   ~SingleThreadedBlas() {
-    if (set_ && previous_ > 1) set_(previous_);
+    if (previous_ > 1) set_blas_threads(previous_);
   }
   SingleThreadedBlas(const SingleThreadedBlas&) = delete;
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
 
  private:
-  void (*set_)(int) = nullptr;
   int previous_ = 0;
 };
 

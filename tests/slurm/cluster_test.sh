@@ -6,7 +6,7 @@
 # start, the test FAILS (it never skips).
 #
 # usage: cluster_test.sh ZSAD_BINARY SOURCE_DIR [--keep] [GROUP...]
-#   GROUP: core (scenarios 1-4), requeue (5a-5d), demo (6-8); none = all. ctest runs one entry per
+#   GROUP: core (scenarios 1-4), requeue (5a-5d), demo (6, 6b, 7, 8); none = all. ctest runs one entry per
 #   group (slurm_cluster_<group>), each on its own cluster, so each stays within the 3-minute budget.
 set -uo pipefail
 
@@ -366,6 +366,37 @@ SD=$(run_dir_of "$out")
 wait_state "$SD" completed 1 240
 grep -q -- "--ntasks-per-node=2" "$SD/.slurm/submit_0.sbatch" || fail "demo job is not 2 tasks"
 "$PY" "$SRC/tests/slurm/compare_runs.py" "$LOCAL" "$SD" --checkpoints || fail "SLURM demo results differ from zsad launch -n 2"
+
+note "scenario 6b: a user's own sbatch script: srun / mpirun ranks of zsad run --run-dir == zsad launch -n 2"
+# The batch shell carries SLURM_PROCID=0 and SLURM_NTASKS=2 but is not a rank (no SLURM_STEP_ID);
+# srun's tasks are SLURM ranks, and mpirun's processes (which inherit SLURM_PROCID=0) OpenMPI ranks.
+cat > "$W/own.sbatch" <<EOF
+#!/bin/bash
+#SBATCH --ntasks=2
+#SBATCH --output=$W/own.out
+srun "$ZSAD" run "$DEMO" model.image_size=64 trainer.epochs=2 > "$W/own_norundir.log" 2>&1
+echo "no-run-dir exit \$?"
+srun "$ZSAD" run "$DEMO" model.image_size=64 trainer.epochs=2 --run-dir "$W/own_srun" || echo "srun run failed"
+mpirun --allow-run-as-root -n 2 "$ZSAD" run "$DEMO" model.image_size=64 trainer.epochs=2 --run-dir "$W/own_mpirun" ||
+  echo "mpirun run failed"
+EOF
+before=$(find "$W/out" -path '*/.zsad/config.yaml' | wc -l)
+JID=$(sbatch --parsable "$W/own.sbatch") || fail "sbatch own.sbatch"
+deadline=$((SECONDS + 240))
+while squeue -h -j "$JID" 2>/dev/null | grep -q .; do
+  [ "$SECONDS" -lt "$deadline" ] || fail "own sbatch job $JID still running after 240 s"
+  sleep 0.5
+done
+grep -q "no-run-dir exit 2" "$W/own.out" ||
+  fail "srun zsad run without --run-dir did not stop with a usage error: $(cat "$W/own.out" "$W/own_norundir.log")"
+grep -q -- "--run-dir" "$W/own_norundir.log" || fail "the usage error does not name --run-dir: $(cat "$W/own_norundir.log")"
+[ "$(find "$W/out" -path '*/.zsad/config.yaml' | wc -l)" = "$before" ] ||
+  fail "srun zsad run without --run-dir created run directories"
+grep -q "run failed" "$W/own.out" && fail "a launched demo failed: $(cat "$W/own.out")"
+for d in own_srun own_mpirun; do
+  [ -f "$W/$d/results/synth_objects.json" ] || fail "$d: no results: $(cat "$W/own.out")"
+  "$PY" "$SRC/tests/slurm/compare_runs.py" "$LOCAL" "$W/$d" --checkpoints || fail "$d differs from zsad launch -n 2"
+done
 
 note "scenario 7: demo preemption: USR2 -> checkpoint -> requeue -> resume == uninterrupted"
 out=$("$ZSAD" run "$DEMO" model.image_size=64 trainer.epochs=30 --launcher slurm 2>&1) || fail "demo submit: $out"

@@ -66,7 +66,7 @@ TEST(DetectEnv, TorchrunWithoutLocalRankFallsBackToSlurmLocalId) {
 }
 
 TEST(DetectEnv, SlurmUsesFirstHostAndJobIdPort) {
-  EnvMap env{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"},
+  EnvMap env{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_STEP_ID", "0"},
              {"SLURM_JOB_NODELIST", "gpu[07-08],cpu1"}, {"SLURM_JOB_ID", "4242"},
              {"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}};
   DistEnv d = detect_env(env);
@@ -80,6 +80,29 @@ TEST(DetectEnv, SlurmUsesFirstHostAndJobIdPort) {
   EXPECT_LT(d.master_port, 60000);
   env["MASTER_PORT"] = "29999";
   EXPECT_EQ(detect_env(env).master_port, 29999);
+}
+
+// The variables below are what slurm 22.05 gives an sbatch --ntasks=2 script (measured on the
+// test cluster of tests/slurm/cluster_test.sh): the batch shell has no step id, and mpirun's
+// processes inherit its SLURM_PROCID=0.
+TEST(DetectEnv, SlurmBatchShellIsNotARank) {
+  EnvMap env{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}, {"SLURM_JOB_ID", "7"}};
+  DistEnv d = detect_env(env);
+  EXPECT_EQ(d.launcher, Launcher::kSingle);
+  EXPECT_EQ(d.world_size, 1);
+  env["SLURM_STEPID"] = "0";  // the older spelling also marks a step task
+  EXPECT_EQ(detect_env(env).launcher, Launcher::kSlurm);
+  EXPECT_EQ(detect_env(env).world_size, 2);
+}
+
+TEST(DetectEnv, MpirunInsideAnSbatchScriptUsesOpenMpiRanks) {
+  EnvMap env{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_JOB_ID", "7"},
+             {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
+  DistEnv d = detect_env(env);
+  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(d.rank, 1);
+  EXPECT_EQ(d.world_size, 2);
+  EXPECT_EQ(d.local_rank, 1);
 }
 
 TEST(DetectEnv, PortFromJobIdIsStableAndSpread) {

@@ -182,7 +182,11 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
     d.local_rank = int_or(env, "LOCAL_RANK", int_or(env, "SLURM_LOCALID", 0));
     if (const auto* a = find(env, "MASTER_ADDR")) d.master_addr = *a;
     d.master_port = int_or(env, "MASTER_PORT", d.master_port);
-  } else if (find(env, "SLURM_PROCID") && find(env, "SLURM_NTASKS")) {
+  } else if (find(env, "SLURM_PROCID") && find(env, "SLURM_NTASKS") &&
+             (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID"))) {
+    // Only a task of a job step (srun) is a SLURM rank. An sbatch script's batch shell carries
+    // SLURM_PROCID=0 and the allocation's SLURM_NTASKS too, and so does every process that
+    // `mpirun` starts from it; there the OpenMPI variables (or a single process) apply.
     d.launcher = Launcher::kSlurm;
     d.rank = int_or(env, "SLURM_PROCID", 0);
     d.world_size = int_or(env, "SLURM_NTASKS", 1);

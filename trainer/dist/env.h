@@ -1,6 +1,6 @@
 #pragma once
 // Where this process sits in a distributed job: rank discovery from the launcher's environment.
-// First match wins: torchrun vars -> SLURM vars -> OpenMPI vars -> single process; explicitly
+// First match wins: torchrun vars -> SLURM vars of an srun step -> OpenMPI vars -> single process; explicitly
 // configured values override whatever was detected. Pure functions over an environment map, so
 // every rule is unit-tested without touching the real environment (DESIGN.md §4).
 #include <cstdint>
