@@ -80,7 +80,7 @@ int run_cache_command(const std::vector<std::string>& tokens) {
   for (size_t i = 1; i < args.rest().size(); ++i) req.overrides.push_back(args.rest()[i]);
   config::Composed c = config::compose(req);
   models::OptionMap flat = flatten_config(c.config);
-  zsad::models::set_compute_threads(static_cast<int>(flat.integer("trainer.threads", 1)));
+  zsad::models::apply_compute_threads(flat.integer("trainer.threads", 0));
 
   dist::DistConfig dc;
   dc.backend = flat.str("eval.backend", "auto");

@@ -78,8 +78,7 @@ size_t load_method_checkpoint(models::Method& method, const std::string& path) {
 int run_eval_phase(const launch::JobContext& job, const std::string& checkpoint, const nlohmann::json& extra_timings) {
   const config::Node& cfg = job.config;
   models::OptionMap flat = flatten_config(cfg);
-  const int threads = static_cast<int>(flat.integer("trainer.threads", 1));
-  models::set_compute_threads(threads);
+  models::apply_compute_threads(flat.integer("trainer.threads", 0));
 
   eval::EvalOptions o = eval::eval_options_from(flat);
   if (o.datasets.empty()) throw Error("eval.datasets: no test dataset in the config (add dataset@eval.datasets.<name>: <option>)");

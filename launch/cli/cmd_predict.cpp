@@ -51,7 +51,7 @@ int run_predict(const std::vector<std::string>& tokens) {
   }
   zsad::config::Composed c = zsad::config::compose(req);
   zsad::models::OptionMap flat = zsad::cli::flatten_config(c.config);
-  zsad::models::set_compute_threads(static_cast<int>(flat.integer("trainer.threads", 1)));
+  zsad::models::apply_compute_threads(flat.integer("trainer.threads", 0));
 
   zsad::eval::PredictOptions po;
   for (const auto& in : args.list("images")) {

@@ -65,7 +65,7 @@ trainer::TrainConfig train_config_from(const models::OptionMap& flat, const std:
   c.checkpoint_every = flat.integer("train.checkpoint_every", 0);
   c.keep_last = static_cast<int>(flat.integer("train.keep_last", 2));
   c.resume = flat.flag("train.resume", true);
-  c.num_threads = static_cast<int>(flat.integer("trainer.threads", 1));
+  c.num_threads = static_cast<int>(flat.integer("trainer.threads", 0));
   c.log_sample_ids = flat.flag("train.log_sample_ids", false);
   return c;
 }
@@ -73,8 +73,7 @@ trainer::TrainConfig train_config_from(const models::OptionMap& flat, const std:
 int run_train(const launch::JobContext& job) {
   const config::Node& cfg = job.config;
   models::OptionMap flat = flatten_config(cfg);
-  const int threads = std::max<int>(1, static_cast<int>(flat.integer("trainer.threads", 1)));
-  models::set_compute_threads(threads);
+  const int threads = models::apply_compute_threads(flat.integer("trainer.threads", 0));
   const std::string run_dir = job.job_dir.empty() ? "." : job.job_dir;
 
   dist::DistConfig dc;

@@ -6,12 +6,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
 #include "launch/local/process.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::launch {
 
@@ -89,8 +91,10 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
               {"GROUP_RANK", "0"},
               {"MASTER_ADDR", opts.master_addr},
               {"MASTER_PORT", std::to_string(port)}};
-    // N ranks share few cores: one intra-op thread each unless the user chose otherwise.
-    if (!std::getenv("OMP_NUM_THREADS")) so.env.emplace_back("OMP_NUM_THREADS", "1");
+    // The ranks share this machine's cores (trainer.threads 0 = auto reads this), unless the user chose.
+    if (!std::getenv("OMP_NUM_THREADS")) {
+      so.env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max(1, models::process_cpus() / std::max(1, opts.nproc))));
+    }
     so.stdout_fd = opts.prefix_output ? out_pipe[1] : -1;
     so.stderr_fd = opts.prefix_output ? err_pipe[1] : -1;
     rank.pid = spawn(so);

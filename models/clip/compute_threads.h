@@ -5,10 +5,25 @@
 // mpirun (no OMP_NUM_THREADS) multiplies with every core while a `zsad launch` rank (which sets
 // OMP_NUM_THREADS=1) does not, and their sums round differently.
 
+#include <cstdint>
+#include <functional>
+
 namespace zsad::models {
 
 // at::set_num_threads(n) and, when the BLAS in the process is OpenBLAS, openblas_set_num_threads(n).
 void set_compute_threads(int n);
+
+// The thread count for `trainer.threads` = configured: n > 0 as given; 0 (the default) = auto:
+// OMP_NUM_THREADS when set (zsad launch and the SLURM job script set it per rank), else
+// SLURM_CPUS_PER_TASK, else `cpus` divided by the ranks on this node (LOCAL_WORLD_SIZE,
+// OMPI_COMM_WORLD_LOCAL_SIZE; 1 when neither is set), at least 1. Negative: zsad::Error naming the key.
+int resolve_compute_threads(int64_t configured, const std::function<const char*(const char*)>& getenv_fn, int cpus);
+// The CPUs this process may run on (its affinity mask: taskset, cgroups, SLURM binding).
+int process_cpus();
+// resolve_compute_threads with the process environment and process_cpus().
+int resolve_compute_threads(int64_t configured);
+// resolve_compute_threads(configured), then set_compute_threads; returns the count.
+int apply_compute_threads(int64_t configured);
 
 // OpenBLAS's thread count, or 0 when the BLAS is not OpenBLAS (found at run time, so any BLAS links).
 int blas_threads();

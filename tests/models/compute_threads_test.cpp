@@ -4,6 +4,11 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+#include <thread>
+
+#include "common/error.h"
 #include "models/clip/compute_threads.h"
 
 namespace zsad::models {
@@ -21,6 +26,48 @@ TEST(ComputeThreads, SetsLibTorchAndOpenBlasThreads) {
   set_compute_threads(0);  // below 1 means 1
   EXPECT_EQ(at::get_num_threads(), 1);
   EXPECT_EQ(blas_threads(), 1);
+}
+
+}  // namespace
+}  // namespace zsad::models
+
+namespace zsad::models {
+namespace {
+
+int resolve(int64_t configured, std::map<std::string, std::string> env, int cpus) {
+  return resolve_compute_threads(
+      configured, [&](const char* k) { auto it = env.find(k); return it == env.end() ? nullptr : it->second.c_str(); },
+      cpus);
+}
+
+TEST(ComputeThreads, ConfiguredCountWins) {
+  EXPECT_EQ(resolve(3, {{"OMP_NUM_THREADS", "1"}, {"SLURM_CPUS_PER_TASK", "8"}}, 16), 3);
+}
+
+TEST(ComputeThreads, AutoReadsTheLaunchersChoiceThenSharesTheCores) {
+  EXPECT_EQ(resolve(0, {}, 16), 16);                                                     // one process: all cores
+  EXPECT_EQ(resolve(0, {{"OMP_NUM_THREADS", "2"}, {"SLURM_CPUS_PER_TASK", "8"}}, 16), 2);  // zsad launch, SLURM script
+  EXPECT_EQ(resolve(0, {{"SLURM_CPUS_PER_TASK", "8"}, {"LOCAL_WORLD_SIZE", "4"}}, 16), 8);  // srun --cpus-per-task
+  EXPECT_EQ(resolve(0, {{"LOCAL_WORLD_SIZE", "4"}}, 16), 4);                             // torchrun without OMP_NUM_THREADS
+  EXPECT_EQ(resolve(0, {{"OMPI_COMM_WORLD_LOCAL_SIZE", "3"}}, 16), 5);                   // mpirun: 16 / 3
+  EXPECT_EQ(resolve(0, {{"LOCAL_WORLD_SIZE", "8"}}, 2), 1);                              // more ranks than cores
+  EXPECT_EQ(resolve(0, {{"OMP_NUM_THREADS", ""}, {"LOCAL_WORLD_SIZE", "x"}}, 6), 6);     // unusable values are skipped
+}
+
+TEST(ComputeThreads, NegativeCountNamesTheKey) {
+  try {
+    resolve(-2, {}, 4);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trainer.threads"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("-2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ComputeThreads, ProcessCpusIsTheAffinityMask) {
+  const int cpus = process_cpus();
+  EXPECT_GE(cpus, 1);
+  EXPECT_LE(cpus, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace

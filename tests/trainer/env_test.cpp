@@ -75,11 +75,25 @@ TEST(DetectEnv, SlurmUsesFirstHostAndJobIdPort) {
   EXPECT_EQ(d.world_size, 8);
   EXPECT_EQ(d.local_rank, 1);
   EXPECT_EQ(d.master_addr, "gpu07");
-  EXPECT_EQ(d.master_port, port_from_job_id("4242"));
+  EXPECT_EQ(d.master_port, port_from_job_id("4242.0"));
   EXPECT_GE(d.master_port, 20000);
   EXPECT_LT(d.master_port, 60000);
   env["MASTER_PORT"] = "29999";
   EXPECT_EQ(detect_env(env).master_port, 29999);
+}
+
+// Two srun steps running at once in one allocation (`srun -N1 ... & srun -N1 ... &`) each have their
+// own rank 0: on the first node of their own step, at a port of their own.
+TEST(DetectEnv, ConcurrentSlurmStepsGetTheirOwnRendezvous) {
+  EnvMap a{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "77"},
+           {"SLURM_JOB_NODELIST", "n[1-2]"}, {"SLURM_STEP_NODELIST", "n1"}};
+  EnvMap b = a;
+  b["SLURM_STEP_ID"] = "1";
+  b["SLURM_STEP_NODELIST"] = "n2";
+  EXPECT_EQ(detect_env(a).master_addr, "n1");
+  EXPECT_EQ(detect_env(b).master_addr, "n2");
+  EXPECT_NE(detect_env(a).master_port, detect_env(b).master_port);
+  EXPECT_EQ(detect_env(a).master_port, port_from_job_id("77.0"));  // the same on every task, and after a requeue
 }
 
 // The variables below are what slurm 22.05 gives an sbatch --ntasks=2 script (measured on the

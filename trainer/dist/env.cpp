@@ -193,6 +193,8 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
     d.local_rank = int_or(env, "SLURM_LOCALID", 0);
     if (const auto* a = find(env, "MASTER_ADDR")) {
       d.master_addr = *a;
+    } else if (const auto* sn = find(env, "SLURM_STEP_NODELIST")) {
+      d.master_addr = first_host(*sn);  // a step may run on a subset of the job's nodes; its rank 0 is on the first
     } else if (const auto* nl = find(env, "SLURM_JOB_NODELIST")) {
       d.master_addr = first_host(*nl);
     } else if (const auto* nl2 = find(env, "SLURM_NODELIST")) {
@@ -201,7 +203,9 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
     if (find(env, "MASTER_PORT")) {
       d.master_port = int_or(env, "MASTER_PORT", d.master_port);
     } else if (const auto* id = find(env, "SLURM_JOB_ID")) {
-      d.master_port = port_from_job_id(*id);
+      // Keyed by job and step, so that steps running at once in one allocation get different ports.
+      const auto* step = find(env, "SLURM_STEP_ID") ? find(env, "SLURM_STEP_ID") : find(env, "SLURM_STEPID");
+      d.master_port = port_from_job_id(step ? *id + "." + *step : *id);
     }
   } else if (find(env, "OMPI_COMM_WORLD_RANK") && find(env, "OMPI_COMM_WORLD_SIZE")) {
     d.launcher = Launcher::kOpenMpi;

@@ -50,8 +50,8 @@ std::vector<std::string> expand_nodelist(const std::string& nodelist);
 // First host of a SLURM nodelist, without expanding every range.
 std::string first_host(const std::string& nodelist);
 
-// Rendezvous port in [20000, 60000) derived from SLURM_JOB_ID, so that all ranks of a job (and the
-// job after a requeue) agree without talking to each other.
+// Rendezvous port in [20000, 60000) derived from "SLURM_JOB_ID.SLURM_STEP_ID", so that all ranks of a
+// step (and the step after a requeue) agree without talking to each other.
 int port_from_job_id(const std::string& job_id);
 
 // The CUDA device a rank should use: local_rank modulo the visible devices (SLURM does not hide

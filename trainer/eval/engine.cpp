@@ -21,6 +21,7 @@
 #include "common/sha256.h"
 #include "data/image.h"
 #include "data/index.h"
+#include "models/clip/compute_threads.h"
 #include "data/loader.h"
 #include "data/synth.h"
 #include "data/transforms.h"
@@ -148,7 +149,7 @@ EvalOptions eval_options_from(const models::OptionMap& cfg) {
   o.method_name = cfg.str("method.name");
   const std::string train = cfg.str("eval.train_dataset");
   if (!train.empty()) o.train_dataset = train;
-  o.threads_per_rank = static_cast<int>(cfg.integer("trainer.threads", 1));
+  o.threads_per_rank = models::resolve_compute_threads(cfg.integer("trainer.threads", 0));
   o.cache = trainer::cache_options_from(cfg);
   o.use_cache = o.cache.enabled;
   o.cache_dtype = cfg.str("cache.dtype", "float16");

@@ -67,7 +67,7 @@ void seed_rng(uint64_t seed) {
 }  // namespace
 
 TrainResult train(TrainTask& task, const TrainConfig& c, comm::Communicator& comm) {
-  models::set_compute_threads(c.num_threads);
+  models::apply_compute_threads(c.num_threads);
   const int rank = comm.rank();
   const int W = comm.world_size();
   if (c.grad_accum_steps < 1) throw Error("train grad_accum_steps " + std::to_string(c.grad_accum_steps) + ": expected >= 1");

@@ -65,7 +65,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;     // steps; 0 = only at the end and on stop
   int keep_last = 2;
   bool resume = true;               // continue from the newest valid checkpoint in run_dir/checkpoints
-  int num_threads = 1;              // LibTorch intra-op threads per rank
+  int num_threads = 1;              // threads per rank; 0 = auto (models/clip/compute_threads.h; the CLI passes trainer.threads)
   bool log_sample_ids = false;      // run_dir/samples/rank<r>.txt: "<step> <id> <id> ..."
 };
 

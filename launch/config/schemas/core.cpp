@@ -33,7 +33,9 @@ void register_core_schema(Schema& s) {
   s.add("trainer.batch_size", Type::kInt, 8, "global batch size (split across ranks)");
   s.add("trainer.optimizer", Type::kString, "adamw", "optimizer").choices({"adamw", "adam", "sgd"});
   s.add("trainer.weight_decay", Type::kFloat, 0.0, "decoupled weight decay");
-  s.add("trainer.threads", Type::kInt, 1, "threads per rank: LibTorch intra-op and OpenBLAS (models/clip/compute_threads.h)");
+  s.add("trainer.threads", Type::kInt, 0,
+        "threads per rank (LibTorch intra-op and OpenBLAS); 0 = auto: OMP_NUM_THREADS, else SLURM_CPUS_PER_TASK, "
+        "else this process's CPUs / ranks on the node");
 }
 
 }  // namespace zsad::config
