@@ -379,7 +379,7 @@ TEST_P(DeadPeer, SurvivorExitsNonZeroWithinTimeoutNamingTheRank) {
   ASSERT_TRUE(rc0.has_value()) << "rank 0 still running " << took << " s after its peer was stopped";
   EXPECT_NE(*rc0, 0);
   std::string log = slurp(ps[0].log);
-  EXPECT_NE(log.find("rank 1 is missing"), std::string::npos) << log;
+  EXPECT_NE(log.find("rank 1 is missing"), std::string::npos) << "rank 0 exit status " << *rc0 << "\n" << log;
   fs::remove_all(base);
 }
 

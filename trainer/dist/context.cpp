@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 
@@ -59,6 +60,10 @@ void attach_heartbeat_store(DistContext& ctx, std::chrono::milliseconds timeout)
 DistContext init_distributed(const DistConfig& c, const EnvMap& env) {
   DistContext ctx;
   ctx.env = detect_env(env, c.overrides);
+  // A write to the socket of a peer that died raises SIGPIPE, whose default action ends this rank
+  // before it can name the missing peer. Python (and so torch.distributed) ignores SIGPIPE at start;
+  // so do the ranks here, and the write fails with EPIPE into the collective's error path instead.
+  if (ctx.env.world_size > 1) std::signal(SIGPIPE, SIG_IGN);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000));
   comm::CommOptions o;
   o.backend = comm::parse_backend(c.backend);
