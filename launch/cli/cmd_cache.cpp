@@ -17,10 +17,10 @@
 #include "launch/cli/eval_phase.h"
 #include "launch/config/compose.h"
 #include "launch/config/yaml_io.h"
+#include "models/clip/compute_threads.h"
 #include "trainer/dist/context.h"
 #include "trainer/eval/engine.h"
 #include "trainer/feature_cache.h"
-#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 namespace {

@@ -13,8 +13,8 @@
 #include "launch/cli/args.h"
 #include "launch/cli/command.h"
 #include "models/clip/clip_model.h"
-#include "models/clip/tokenizer.h"
 #include "models/clip/compute_threads.h"
+#include "models/clip/tokenizer.h"
 
 namespace {
 

@@ -18,10 +18,10 @@
 #include "launch/config/yaml_io.h"
 #include "launch/jobs/runner.h"
 #include "launch/sweep/sweep.h"
+#include "models/clip/compute_threads.h"
 #include "trainer/checkpoint.h"
 #include "trainer/dist/context.h"
 #include "trainer/eval/engine.h"
-#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 

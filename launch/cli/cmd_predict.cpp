@@ -13,8 +13,8 @@
 #include "launch/cli/command.h"
 #include "launch/cli/eval_phase.h"
 #include "launch/config/compose.h"
-#include "trainer/eval/engine.h"
 #include "models/clip/compute_threads.h"
+#include "trainer/eval/engine.h"
 
 namespace {
 

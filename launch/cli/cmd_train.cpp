@@ -17,13 +17,13 @@
 #include "launch/cli/eval_phase.h"
 #include "launch/config/yaml_io.h"
 #include "launch/jobs/runner.h"
+#include "models/clip/compute_threads.h"
 #include "models/methods/cops/cops_method.h"
 #include "trainer/dist/context.h"
 #include "trainer/eval/engine.h"
 #include "trainer/feature_cache.h"
 #include "trainer/loop/train_loop.h"
 #include "trainer/tasks/cops_train_task.h"
-#include "models/clip/compute_threads.h"
 
 namespace zsad::cli {
 namespace {

@@ -15,11 +15,11 @@
 #include <torch/optim.h>
 
 #include "common/exit_codes.h"
+#include "models/clip/compute_threads.h"
 #include "trainer/distributed_sampler.h"
 #include "trainer/loop/run_log.h"
 #include "trainer/loop/stop_signals.h"
 #include "common/fnv1a.h"
-#include "models/clip/compute_threads.h"
 
 namespace zsad::trainer {
 
