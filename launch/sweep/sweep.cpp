@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -19,6 +20,7 @@
 #include "launch/local/launcher.h"
 #include "launch/local/process.h"
 #include "launch/overrides/override.h"
+#include "models/clip/compute_threads.h"
 
 namespace zsad::launch {
 
@@ -314,11 +316,20 @@ std::string read_job_status(const std::string& dir) {
   }
 }
 
-std::vector<std::string> job_command(const Node& cfg, const std::string& config_path, const std::string& zsad) {
-  std::string name = config::get_or_default(cfg, "launcher.name").scalar_text();
+namespace {
+
+int64_t launcher_nproc(const Node& cfg) {
   Node nproc_n = config::get_or_default(cfg, "launcher.nproc");
   int64_t nproc = nproc_n.is_int() ? nproc_n.as_int() : 1;
   if (nproc < 1) throw Error("launcher.nproc must be >= 1, got " + std::to_string(nproc));
+  return nproc;
+}
+
+}  // namespace
+
+std::vector<std::string> job_command(const Node& cfg, const std::string& config_path, const std::string& zsad) {
+  std::string name = config::get_or_default(cfg, "launcher.name").scalar_text();
+  const int64_t nproc = launcher_nproc(cfg);
   std::vector<std::string> job{zsad, "job", config_path};
   if (name == "local") {
     if (nproc == 1) return job;
@@ -368,6 +379,12 @@ Running start_job(const JobPlan& job, const Node& resolved, const std::string& s
   so.env = {{"ZSAD_JOB_DIR", fs::absolute(job.dir).string()}};
   if (job.num >= 0) so.env.emplace_back("ZSAD_JOB_NUM", std::to_string(job.num));
   if (!sweep_dir.empty()) so.env.emplace_back("ZSAD_SWEEP_DIR", fs::absolute(sweep_dir).string());
+  // The jobs running at once and their ranks share this machine's cores (trainer.threads 0 reads
+  // OMP_NUM_THREADS; the launchers keep a value that is already set), unless the user chose.
+  if (!std::getenv("OMP_NUM_THREADS")) {
+    const int64_t ranks = std::max(1, opts.parallel) * launcher_nproc(resolved);
+    so.env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max<int64_t>(1, models::process_cpus() / ranks)));
+  }
   std::string log = (fs::path(job.dir) / "run.log").string();
   r.log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (r.log_fd < 0) throw Error(log + ": cannot open for writing: " + std::strerror(errno));

@@ -2,11 +2,13 @@
 // block, the on-disk layout, failures, parallel jobs, multi-rank jobs, and resume after SIGTERM.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 
 #include "launch/config/yaml_io.h"
+#include "models/clip/compute_threads.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -193,6 +195,33 @@ TEST_F(SweepCli, ParallelJobsOverlap) {
   std::string sweep = only_sweep_dir(out_root());
   EXPECT_TRUE(fs::exists(sweep + "/overlap.0"));
   EXPECT_TRUE(fs::exists(sweep + "/overlap.1"));
+}
+
+TEST_F(SweepCli, JobsAtOnceShareTheCoresThroughOmpNumThreads) {
+  // trainer.threads 0 (auto) reads OMP_NUM_THREADS: one job alone gets every core, P jobs at once
+  // a P-th each, ranks of a job through `zsad launch` a share of that; a value the user set is kept.
+  ::unsetenv("OMP_NUM_THREADS");
+  const int cpus = zsad::models::process_cpus();
+  put("threads.yaml", "defaults:\n  - exp\n  - _self_\nexperiment: exp\ntask:\n  command: >-\n"
+                      "    echo threads=$OMP_NUM_THREADS >> $ZSAD_JOB_DIR/threads.txt\n");
+  auto threads_of = [](const std::string& job_dir) { return zsad_test::read_file(job_dir + "/threads.txt"); };
+  auto r = zsad_test::run_zsad({"run", exp("threads"), "--run-dir", (dir.path / "alone").string()}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(threads_of((dir.path / "alone").string()), "threads=" + std::to_string(cpus) + "\n");
+  r = zsad_test::run_zsad({"sweep", exp("threads"), "seed=0,1", "--parallel", "2"}, dir.str());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::string sweep = only_sweep_dir(out_root());
+  for (const char* j : {"/0", "/1"})
+    EXPECT_EQ(threads_of(sweep + j), "threads=" + std::to_string(std::max(1, cpus / 2)) + "\n") << j;
+  r = zsad_test::run_zsad({"run", exp("threads"), "launcher.nproc=2", "--run-dir", (dir.path / "ranks").string()},
+                          dir.str());
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string each = "threads=" + std::to_string(std::max(1, cpus / 2)) + "\n";
+  EXPECT_EQ(threads_of((dir.path / "ranks").string()), each + each);
+  r = zsad_test::run_zsad({"run", exp("threads"), "--run-dir", (dir.path / "user").string()}, dir.str(),
+                          {{"OMP_NUM_THREADS", "3"}});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(threads_of((dir.path / "user").string()), "threads=3\n");
 }
 
 TEST_F(SweepCli, MultiRankJobsThroughLaunchers) {
