@@ -60,9 +60,9 @@ void attach_heartbeat_store(DistContext& ctx, std::chrono::milliseconds timeout)
 DistContext init_distributed(const DistConfig& c, const EnvMap& env) {
   DistContext ctx;
   ctx.env = detect_env(env, c.overrides);
-  // A write to the socket of a peer that died raises SIGPIPE, whose default action ends this rank
-  // before it can name the missing peer. Python (and so torch.distributed) ignores SIGPIPE at start;
-  // so do the ranks here, and the write fails with EPIPE into the collective's error path instead.
+  // Gloo's TCP pairs send with writev(2), which raises SIGPIPE when the peer has died; its default
+  // action ends this rank before it can name the missing peer. Gloo handles EPIPE itself and Python
+  // (so torch.distributed) ignores SIGPIPE at start; the ranks here ignore it too.
   if (ctx.env.world_size > 1) std::signal(SIGPIPE, SIG_IGN);
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000));
   comm::CommOptions o;
