@@ -119,6 +119,18 @@ TEST(DetectEnv, MpirunInsideAnSbatchScriptUsesOpenMpiRanks) {
   EXPECT_EQ(d.local_rank, 1);
 }
 
+TEST(DetectEnv, MultiNodeMpirunInsideSlurmUsesOpenMpiRanks) {
+  // mpirun's daemons run in a step of one task per node; the processes inherit that step's
+  // SLURM_PROCID (the node index) and SLURM_NTASKS (the node count).
+  EnvMap env{{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "7"},
+             {"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
+  DistEnv d = detect_env(env);
+  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(d.rank, 5);
+  EXPECT_EQ(d.world_size, 8);
+  EXPECT_EQ(d.local_rank, 1);
+}
+
 TEST(DetectEnv, PortFromJobIdIsStableAndSpread) {
   EXPECT_EQ(port_from_job_id("123"), port_from_job_id("123"));
   std::set<int> ports;

@@ -183,10 +183,13 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
     if (const auto* a = find(env, "MASTER_ADDR")) d.master_addr = *a;
     d.master_port = int_or(env, "MASTER_PORT", d.master_port);
   } else if (find(env, "SLURM_PROCID") && find(env, "SLURM_NTASKS") &&
-             (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID"))) {
+             (find(env, "SLURM_STEP_ID") || find(env, "SLURM_STEPID")) &&
+             int_or(env, "OMPI_COMM_WORLD_SIZE", 1) <= 1) {
     // Only a task of a job step (srun) is a SLURM rank. An sbatch script's batch shell carries
     // SLURM_PROCID=0 and the allocation's SLURM_NTASKS too, and so does every process that
-    // `mpirun` starts from it; there the OpenMPI variables (or a single process) apply.
+    // `mpirun` starts from it; there the OpenMPI variables (or a single process) apply. Across
+    // nodes, mpirun starts its daemons in a job step of one task per node and its processes
+    // inherit that step's variables, so an OpenMPI world of more than one process wins.
     d.launcher = Launcher::kSlurm;
     d.rank = int_or(env, "SLURM_PROCID", 0);
     d.world_size = int_or(env, "SLURM_NTASKS", 1);
