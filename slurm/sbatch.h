@@ -5,9 +5,9 @@
 //
 // Layout A of platform.md §2.1: one task per GPU. The batch script runs
 //   srun --nodes=N --ntasks-per-node=T --cpus-per-task=C [--gpus-per-node=G] ZSAD job CFG
-// so every rank is a `zsad job` process that finds its rank in SLURM_PROCID/SLURM_NTASKS/
-// SLURM_LOCALID (trainer/dist/env.h), MASTER_ADDR in the first host of SLURM_JOB_NODELIST and
-// MASTER_PORT derived from SLURM_JOB_ID.
+// so every rank is a `zsad job` process that finds its rank in SLURM_PROCID/SLURM_STEP_NUM_TASKS/
+// SLURM_LOCALID (trainer/dist/env.h), MASTER_ADDR in the first host of SLURM_STEP_NODELIST and
+// MASTER_PORT derived from SLURM_JOB_ID and SLURM_STEP_ID.
 //
 // A sweep is one job array: the array index IS the sweep job number (`--array=0-99%10`; after a
 // partial --resume only the remaining numbers, e.g. `--array=3,7-9%2`), and a `case` statement in

@@ -63,6 +63,10 @@ void flush_lines(Stream& s, const std::string& prefix, bool final) {
 
 }  // namespace
 
+int omp_threads_for(int64_t processes) {
+  return static_cast<int>(std::max<int64_t>(1, models::process_cpus() / std::max<int64_t>(1, processes)));
+}
+
 std::vector<std::string> mpirun_command(int nproc, const std::vector<std::string>& command,
                                         const std::vector<std::string>& extra_args) {
   std::vector<std::string> out{"mpirun", "--allow-run-as-root", "--oversubscribe", "-np", std::to_string(nproc)};
@@ -91,10 +95,8 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
               {"GROUP_RANK", "0"},
               {"MASTER_ADDR", opts.master_addr},
               {"MASTER_PORT", std::to_string(port)}};
-    // The ranks share this machine's cores (trainer.threads 0 = auto reads this), unless the user chose.
-    if (!std::getenv("OMP_NUM_THREADS")) {
-      so.env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max(1, models::process_cpus() / std::max(1, opts.nproc))));
-    }
+    // The ranks share this machine's cores, unless the user chose.
+    if (!std::getenv("OMP_NUM_THREADS")) so.env.emplace_back("OMP_NUM_THREADS", std::to_string(omp_threads_for(opts.nproc)));
     so.stdout_fd = opts.prefix_output ? out_pipe[1] : -1;
     so.stderr_fd = opts.prefix_output ? err_pipe[1] : -1;
     rank.pid = spawn(so);

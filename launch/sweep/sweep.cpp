@@ -20,7 +20,6 @@
 #include "launch/local/launcher.h"
 #include "launch/local/process.h"
 #include "launch/overrides/override.h"
-#include "models/clip/compute_threads.h"
 
 namespace zsad::launch {
 
@@ -369,7 +368,9 @@ void tee_copy(int from, int to_terminal, int log_fd, bool& open) {
   }
 }
 
-Running start_job(const JobPlan& job, const Node& resolved, const std::string& sweep_dir, const RunOptions& opts) {
+// jobs_at_once: how many jobs (with their ranks) share the machine while this one runs.
+Running start_job(const JobPlan& job, const Node& resolved, const std::string& sweep_dir, const RunOptions& opts,
+                  int64_t jobs_at_once = 1) {
   Running r;
   r.job = job;
   std::string cfg_path = (fs::path(job.dir) / ".zsad" / "config.yaml").string();
@@ -379,11 +380,11 @@ Running start_job(const JobPlan& job, const Node& resolved, const std::string& s
   so.env = {{"ZSAD_JOB_DIR", fs::absolute(job.dir).string()}};
   if (job.num >= 0) so.env.emplace_back("ZSAD_JOB_NUM", std::to_string(job.num));
   if (!sweep_dir.empty()) so.env.emplace_back("ZSAD_SWEEP_DIR", fs::absolute(sweep_dir).string());
-  // The jobs running at once and their ranks share this machine's cores (trainer.threads 0 reads
-  // OMP_NUM_THREADS; the launchers keep a value that is already set), unless the user chose.
+  // The jobs running at once and their ranks share this machine's cores (the launchers keep a
+  // value that is already set), unless the user chose.
   if (!std::getenv("OMP_NUM_THREADS")) {
-    const int64_t ranks = std::max(1, opts.parallel) * launcher_nproc(resolved);
-    so.env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max<int64_t>(1, models::process_cpus() / ranks)));
+    so.env.emplace_back("OMP_NUM_THREADS",
+                        std::to_string(omp_threads_for(std::max<int64_t>(1, jobs_at_once) * launcher_nproc(resolved))));
   }
   std::string log = (fs::path(job.dir) / "run.log").string();
   r.log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -596,7 +597,7 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
         for (int sig : signals.take()) stopped_by = sig;
         continue;
       }
-      running.push_back(start_job(j, cfg, plan.sweep_dir, opts));
+      running.push_back(start_job(j, cfg, plan.sweep_dir, opts, std::min<int64_t>(parallel, todo.size())));
     }
     if (running.empty() && (stopped_by || next >= todo.size())) break;
     pollfd p{signals.fd(), POLLIN, 0};

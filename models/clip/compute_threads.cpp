@@ -44,18 +44,19 @@ void set_compute_threads(int n) {
 }
 
 int resolve_compute_threads(int64_t configured, const std::function<const char*(const char*)>& getenv_fn, int cpus) {
+  constexpr long kMaxThreads = 4096;
   if (configured < 0) {
     throw Error("trainer.threads: expected a thread count >= 1, or 0 for all of this rank's cores; got " +
                 std::to_string(configured));
   }
-  if (configured > 0) return static_cast<int>(configured);
+  if (configured > 0) return static_cast<int>(std::min<int64_t>(configured, kMaxThreads));
   // A positive integer from the environment, or 0 when unset or not one (then the next rule applies).
   auto positive = [&](const char* name) -> int {
     const char* v = getenv_fn(name);
     if (!v || !*v) return 0;
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
-    return end != v && n > 0 ? static_cast<int>(n) : 0;
+    return end != v && n > 0 ? static_cast<int>(std::min(n, kMaxThreads)) : 0;
   };
   if (int n = positive("OMP_NUM_THREADS")) return n;
   if (int n = positive("SLURM_CPUS_PER_TASK")) return n;

@@ -84,7 +84,8 @@ struct DatasetContext {
   // evaluating (APT method.apt.class_parallel=ddp): in-place sum over ranks, every rank ends with
   // the same bytes; every rank must call it equally often. Empty = single process.
   std::function<void(at::Tensor&)> allreduce_sum;
-  int rank = 0, world_size = 1;
+  int rank = 0, world_size = 1;      // this process in the evaluation (whatever launched it)
+  std::string run_dir;               // the run directory, shared by the ranks ("" = none: zsad predict)
 };
 
 // Few-shot support set of one class (normal training images). Empty images for zero-shot runs.

@@ -67,7 +67,7 @@ TEST(LaunchCli, MasterPortAndThreads) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(lines_with(r.out, "[rank 0] P=29517 T=1").size(), 1u) << r.out;  // ctest sets 1
   EXPECT_EQ(lines_with(r.out, "[rank 1] P=29517 T=1").size(), 1u) << r.out;
-  // OMP_NUM_THREADS=1 is the default when unset; a value the user set is kept
+  // OMP_NUM_THREADS = cores / N is the default when unset; a value the user set is kept
   std::vector<std::string> argv{zsad_test::zsad_binary(), "launch", "-n", "1", "--", "/bin/sh", "-c", "echo T=$OMP_NUM_THREADS"};
   auto child = zsad_test::start(argv, dir.str(), {{"OMP_NUM_THREADS", "3"}}, dir.str());
   auto kept = zsad_test::finish(child);

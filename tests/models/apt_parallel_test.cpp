@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "models/methods/apt/apt_model.h"
 #include "models/methods/method.h"
 #include "apt_test_util.h"
+#include "clip_test_util.h"
 #include "in_process_group.h"
 
 namespace apt = zsad::models::apt;
@@ -359,3 +361,38 @@ TEST(AptDdpCli, TwoProcessRunEqualsOneProcess) {
   EXPECT_EQ(std::system(check.c_str()), 0);
   fs::remove_all(root);
 }
+
+// Ranks started by mpirun have no RANK/WORLD_SIZE: APT takes its rank from the evaluation and keeps
+// its class states in the run directory, so the classes are split between the two processes
+// (before, each process trained every class as "rank 0 of 1" and wrote ./apt_state in its cwd).
+TEST(AptShardCli, MpirunRanksSplitTheClassesInTheRunDirectory) {
+  const fs::path root = "/tmp/zsad_apt_mpirun_" + std::to_string(::getpid());
+  const fs::path cwd = root / "cwd", run = root / "run";
+  fs::create_directories(cwd);
+  const std::string src = env_or("ZSAD_SOURCE_DIR", "/work/main");
+  const std::string cmd = "cd " + cwd.string() + " && env -u RANK -u WORLD_SIZE ZSAD_DATA_ROOT=" +
+                          (root / "data").string() +
+                          " mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 -x ZSAD_DATA_ROOT " +
+                          env_or("ZSAD_BINARY", "zsad") + " run " + src +
+                          "/experiments/apt_synth_fewshot.yaml method.apt.epochs=2 seed=1 --run-dir " + run.string() +
+                          " > " + (root / "log.txt").string() + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << zsad::test::slurp((root / "log.txt").string());
+  const std::string log = zsad::test::slurp((root / "log.txt").string());
+  EXPECT_TRUE(fs::exists(run / "results" / "synth_objects.json")) << log;
+  EXPECT_FALSE(fs::exists(cwd / "apt_state")) << "class states left in the working directory";
+  std::ifstream shards(run / "apt" / "synth_objects" / "shards.txt");
+  ASSERT_TRUE(shards.good()) << log;
+  std::string header, cls;
+  std::getline(shards, header);
+  EXPECT_NE(header.find("world 2"), std::string::npos) << header;
+  std::map<int, int> per_rank;
+  int r = -1;
+  while (shards >> cls >> r) ++per_rank[r];
+  EXPECT_EQ(per_rank.size(), 2u);   // both ranks own classes
+  EXPECT_GT(per_rank[0], 0);
+  EXPECT_GT(per_rank[1], 0);
+  EXPECT_EQ(per_rank[0] + per_rank[1], 5);  // the preset's 5 classes, each once
+  EXPECT_NE(log.find("rank 1/2 trains"), std::string::npos) << log;
+  fs::remove_all(root);
+}
+

@@ -4,9 +4,10 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
 #include <map>
 #include <string>
-#include <thread>
 
 #include "common/error.h"
 #include "models/clip/compute_threads.h"
@@ -65,9 +66,18 @@ TEST(ComputeThreads, NegativeCountNamesTheKey) {
 }
 
 TEST(ComputeThreads, ProcessCpusIsTheAffinityMask) {
-  const int cpus = process_cpus();
-  EXPECT_GE(cpus, 1);
-  EXPECT_LE(cpus, static_cast<int>(std::thread::hardware_concurrency()));
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(process_cpus(), CPU_COUNT(&all));
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);  // as taskset -c <first> would
+  EXPECT_EQ(process_cpus(), 1);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(resolve(0, {}, process_cpus()), CPU_COUNT(&all));
 }
 
 }  // namespace

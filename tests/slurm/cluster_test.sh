@@ -393,6 +393,8 @@ grep -q -- "--run-dir" "$W/own_norundir.log" || fail "the usage error does not n
 [ "$(find "$W/out" -path '*/.zsad/config.yaml' | wc -l)" = "$before" ] ||
   fail "srun zsad run without --run-dir created run directories"
 grep -q "run failed" "$W/own.out" && fail "a launched demo failed: $(cat "$W/own.out")"
+[ "$(grep -c 'starting: world size 2' "$W/own.out")" = 2 ] ||
+  fail "the srun and mpirun ranks did not each form a world of 2: $(grep 'starting:' "$W/own.out")"
 for d in own_srun own_mpirun; do
   [ -f "$W/$d/results/synth_objects.json" ] || fail "$d: no results: $(cat "$W/own.out")"
   "$PY" "$SRC/tests/slurm/compare_runs.py" "$LOCAL" "$W/$d" --checkpoints || fail "$d differs from zsad launch -n 2"

@@ -119,6 +119,14 @@ TEST(DetectEnv, MpirunInsideAnSbatchScriptUsesOpenMpiRanks) {
   EXPECT_EQ(d.local_rank, 1);
 }
 
+TEST(DetectEnv, SlurmWorldIsTheStepsTaskCount) {
+  // `srun --preserve-env -n 2` inside a 4-task allocation keeps SLURM_NTASKS=4.
+  EnvMap env{{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "4"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_STEP_ID", "3"},
+             {"SLURM_JOB_ID", "9"}};
+  EXPECT_EQ(detect_env(env).world_size, 2);
+  EXPECT_EQ(detect_env(env).rank, 1);
+}
+
 TEST(DetectEnv, MultiNodeMpirunInsideSlurmUsesOpenMpiRanks) {
   // mpirun's daemons run in a step of one task per node; the processes inherit that step's
   // SLURM_PROCID (the node index) and SLURM_NTASKS (the node count).

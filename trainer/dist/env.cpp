@@ -192,7 +192,8 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
     // inherit that step's variables, so an OpenMPI world of more than one process wins.
     d.launcher = Launcher::kSlurm;
     d.rank = int_or(env, "SLURM_PROCID", 0);
-    d.world_size = int_or(env, "SLURM_NTASKS", 1);
+    // The step's own task count: `srun --preserve-env` keeps the allocation's SLURM_NTASKS.
+    d.world_size = int_or(env, "SLURM_STEP_NUM_TASKS", int_or(env, "SLURM_NTASKS", 1));
     d.local_rank = int_or(env, "SLURM_LOCALID", 0);
     if (const auto* a = find(env, "MASTER_ADDR")) {
       d.master_addr = *a;
@@ -207,8 +208,8 @@ DistEnv detect_env(const EnvMap& env, const DistOverrides& o) {
       d.master_port = int_or(env, "MASTER_PORT", d.master_port);
     } else if (const auto* id = find(env, "SLURM_JOB_ID")) {
       // Keyed by job and step, so that steps running at once in one allocation get different ports.
-      const auto* step = find(env, "SLURM_STEP_ID") ? find(env, "SLURM_STEP_ID") : find(env, "SLURM_STEPID");
-      d.master_port = port_from_job_id(step ? *id + "." + *step : *id);
+      const auto* step = find(env, "SLURM_STEP_ID");
+      d.master_port = port_from_job_id(*id + "." + *(step ? step : find(env, "SLURM_STEPID")));
     }
   } else if (find(env, "OMPI_COMM_WORLD_RANK") && find(env, "OMPI_COMM_WORLD_SIZE")) {
     d.launcher = Launcher::kOpenMpi;

@@ -365,6 +365,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
     ctx.rank = rank;
     ctx.world_size = world;
     ctx.allreduce_sum = [&comm](at::Tensor& t) { comm.allreduce(t); };
+    ctx.run_dir = o.run_dir;
     method.begin_dataset(ctx);
     for (const auto& cls : split.classes) {
       models::SupportSet sup;

@@ -56,16 +56,6 @@ AptOptions parse(const OptionMap& all) {
   return a;
 }
 
-int env_int(const char* name, int def) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return def;
-  try {
-    return std::stoi(v);
-  } catch (const std::exception&) {
-    return def;
-  }
-}
-
 std::string safe(const std::string& s) {
   std::string o = s;
   for (auto& c : o)
@@ -167,7 +157,7 @@ std::vector<MethodKey> apt_method_keys() {
   out.push_back({std::string("method.apt.") + kShardKey, "bool", "true",
                  "[impl] with several ranks, train each class on one rank only (balanced), gather the states", {}});
   out.push_back({std::string("method.apt.") + kStateDirKey, "string", "null",
-                 "[impl] directory of the per-class states shared by the ranks (null: $ZSAD_JOB_DIR/apt, else ./apt_state)",
+                 "[impl] directory of the per-class states shared by the ranks (null: <run dir>/apt; ./apt_state without a run directory)",
                  {}});
   out.push_back({std::string("method.apt.") + kTimeoutKey, "float", "3600",
                  "[impl] seconds a rank waits for another rank's class state", {}});
@@ -179,15 +169,9 @@ AptMethod::AptMethod(const OptionMap& options) : base_(options) {
   weights_ = options.str("model.weights");
   tokenize_ = make_text_tokenizer(options, clip_->cfg.context_length, clip_->cfg.vocab_size);
   seed_ = static_cast<uint64_t>(options.integer("seed", 0));
-  rank_ = env_int("RANK", 0);
-  world_ = std::max(1, env_int("WORLD_SIZE", 1));
   shard_ = options.flag(std::string("method.apt.") + kShardKey, true);
   gather_timeout_s_ = options.real(std::string("method.apt.") + kTimeoutKey, 3600.0);
-  state_root_ = options.str(std::string("method.apt.") + kStateDirKey);
-  if (state_root_.empty()) {
-    const char* job = std::getenv("ZSAD_JOB_DIR");
-    state_root_ = job && *job ? std::string(job) + "/apt" : "apt_state";
-  }
+  state_dir_option_ = options.str(std::string("method.apt.") + kStateDirKey);
   AptOptions o = parse(options);
   if (!options.has("method.apt.vv_depth") && options.has("model.vv_depth"))
     o.vv_depth = options.integer("model.vv_depth", -1);
@@ -208,6 +192,13 @@ std::string AptMethod::display_name() const {
 int64_t AptMethod::input_size() const { return clip_->cfg.input_size(); }
 
 void AptMethod::begin_dataset(const DatasetContext& ctx) {
+  // The evaluation says which rank this is (RANK/WORLD_SIZE exist only under zsad launch and
+  // torchrun, not under srun or mpirun) and where the run lives (the ranks exchange class states there).
+  rank_ = ctx.rank;
+  world_ = std::max(1, ctx.world_size);
+  if (!state_dir_option_.empty()) state_root_ = state_dir_option_;
+  else if (!ctx.run_dir.empty()) state_root_ = ctx.run_dir + "/apt";
+  else state_root_ = "apt_state";
   OptionMap over;
   for (const auto& [k, v] : ctx.options.values) over.values["method.apt." + k] = v;
   if (!over.values.empty()) {

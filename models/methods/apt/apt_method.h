@@ -57,6 +57,7 @@ class AptMethod : public Method {
   bool shard_ = true;
   bool ddp_ = false;  // class_parallel ddp
   double gather_timeout_s_ = 3600;
+  std::string state_dir_option_;  // method.apt.state_dir ("" = <run dir>/apt)
   std::string state_root_, dataset_dir_;
   std::vector<std::string> classes_;
   std::vector<int> assignment_;
