@@ -41,6 +41,18 @@ TEST(Nodelist, RejectsMalformed) {
   }
 }
 
+namespace {
+
+void expect_openmpi(const EnvMap& env, int rank, int world, int local_rank) {
+  const DistEnv d = detect_env(env);
+  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(d.rank, rank);
+  EXPECT_EQ(d.world_size, world);
+  EXPECT_EQ(d.local_rank, local_rank);
+}
+
+}  // namespace
+
 TEST(DetectEnv, SingleProcessByDefault) {
   DistEnv d = detect_env({{"HOME", "/root"}});
   EXPECT_EQ(d.launcher, Launcher::kSingle);
@@ -110,13 +122,9 @@ TEST(DetectEnv, SlurmBatchShellIsNotARank) {
 }
 
 TEST(DetectEnv, MpirunInsideAnSbatchScriptUsesOpenMpiRanks) {
-  EnvMap env{{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_JOB_ID", "7"},
-             {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
-  DistEnv d = detect_env(env);
-  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
-  EXPECT_EQ(d.rank, 1);
-  EXPECT_EQ(d.world_size, 2);
-  EXPECT_EQ(d.local_rank, 1);
+  expect_openmpi({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_JOB_ID", "7"}, {"OMPI_COMM_WORLD_RANK", "1"},
+                  {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}},
+                 1, 2, 1);
 }
 
 TEST(DetectEnv, SlurmWorldIsTheStepsTaskCount) {
@@ -130,13 +138,9 @@ TEST(DetectEnv, SlurmWorldIsTheStepsTaskCount) {
 TEST(DetectEnv, MultiNodeMpirunInsideSlurmUsesOpenMpiRanks) {
   // mpirun's daemons run in a step of one task per node; the processes inherit that step's
   // SLURM_PROCID (the node index) and SLURM_NTASKS (the node count).
-  EnvMap env{{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "7"},
-             {"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
-  DistEnv d = detect_env(env);
-  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
-  EXPECT_EQ(d.rank, 5);
-  EXPECT_EQ(d.world_size, 8);
-  EXPECT_EQ(d.local_rank, 1);
+  expect_openmpi({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_STEP_ID", "0"}, {"SLURM_JOB_ID", "7"},
+                  {"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}},
+                 5, 8, 1);
 }
 
 TEST(DetectEnv, PortFromJobIdIsStableAndSpread) {
@@ -147,12 +151,7 @@ TEST(DetectEnv, PortFromJobIdIsStableAndSpread) {
 }
 
 TEST(DetectEnv, OpenMpi) {
-  DistEnv d = detect_env({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
-                          {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}});
-  EXPECT_EQ(d.launcher, Launcher::kOpenMpi);
-  EXPECT_EQ(d.rank, 1);
-  EXPECT_EQ(d.world_size, 2);
-  EXPECT_EQ(d.local_rank, 1);
+  expect_openmpi({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}, 1, 2, 1);
 }
 
 TEST(DetectEnv, ExplicitOverridesWin) {

@@ -101,45 +101,51 @@ std::map<int64_t, std::multiset<int64_t>> union_per_step(const RunResult& r) {
   return u;
 }
 
+struct OneVsTwo {
+  std::map<int64_t, std::multiset<int64_t>> per_step;  // ids of every step, all ranks together
+  RunResult one, two;
+};
+
+// The same run on 1 and on 2 ranks: both take `steps` steps with the same global batch at every
+// step and end with the same parameters.
+OneVsTwo one_vs_two(int64_t samples, int64_t batch, bool keep, const std::string& dir, int steps) {
+  OneVsTwo r{{}, train_on(1, samples, batch, keep, dir + "/w1"), train_on(2, samples, batch, keep, dir + "/w2")};
+  EXPECT_EQ(r.one.steps_done, steps);
+  EXPECT_EQ(r.two.steps_done, steps);
+  r.per_step = union_per_step(r.one);
+  EXPECT_EQ(r.per_step.size(), static_cast<size_t>(steps));
+  EXPECT_EQ(r.per_step, union_per_step(r.two));
+  EXPECT_LT((r.one.params - r.two.params).abs().max().item<double>(), 1e-6);
+  return r;
+}
+
 }  // namespace
 
 TEST(PartialBatch, KeptLastBatchVisitsEverySampleOnceAtAnyWorldSize) {
   const std::string dir = zsad::testing::fresh_temp_dir("partial_keep");
-  RunResult one = train_on(1, 9, 4, true, dir + "/w1");
-  RunResult two = train_on(2, 9, 4, true, dir + "/w2");
-  ASSERT_EQ(one.steps_done, 6);  // 2 epochs of ceil(9/4) = 3 steps
-  ASSERT_EQ(two.steps_done, 6);
-  auto u1 = union_per_step(one), u2 = union_per_step(two);
-  ASSERT_EQ(u1.size(), 6u);
-  EXPECT_EQ(u1, u2);  // the same global batch at every step
+  const OneVsTwo r = one_vs_two(9, 4, true, dir, 6);  // 2 epochs of ceil(9/4) = 3 steps
+  const auto& u1 = r.per_step;
   for (int epoch = 0; epoch < 2; ++epoch) {
     std::multiset<int64_t> seen;
-    for (int64_t s = 3 * epoch; s < 3 * epoch + 3; ++s) seen.insert(u1[s].begin(), u1[s].end());
+    for (int64_t s = 3 * epoch; s < 3 * epoch + 3; ++s) seen.insert(u1.at(s).begin(), u1.at(s).end());
     EXPECT_EQ(seen, (std::multiset<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8})) << "epoch " << epoch;
-    EXPECT_EQ(u1[3 * epoch + 2].size(), 1u);  // the partial batch
+    EXPECT_EQ(u1.at(3 * epoch + 2).size(), 1u);  // the partial batch
   }
   bool empty_rank = false;
-  for (const auto& rank : two.steps)
+  for (const auto& rank : r.two.steps)
     for (const auto& [step, s] : rank) empty_rank = empty_rank || s.ids.empty();
   EXPECT_TRUE(empty_rank) << "no rank was left without samples: the case tests nothing new";
-  EXPECT_LT((one.params - two.params).abs().max().item<double>(), 1e-6);
-  EXPECT_GT(one.params.abs().max().item<double>(), 1e-2);  // training moved the parameters
+  EXPECT_GT(r.one.params.abs().max().item<double>(), 1e-2);  // training moved the parameters
   std::filesystem::remove_all(dir);
 }
 
 TEST(PartialBatch, DroppedLastBatchLeavesDistinctSamplesAndTheSameStepCount) {
   const std::string dir = zsad::testing::fresh_temp_dir("partial_drop");
-  RunResult one = train_on(1, 15, 8, false, dir + "/w1");
-  RunResult two = train_on(2, 15, 8, false, dir + "/w2");
-  EXPECT_EQ(one.steps_done, 2);  // 2 epochs of floor(15/8) = 1 step
-  EXPECT_EQ(two.steps_done, 2);
-  auto u1 = union_per_step(one), u2 = union_per_step(two);
-  EXPECT_EQ(u1, u2);
-  for (const auto& [step, ids] : u2) {
+  const OneVsTwo r = one_vs_two(15, 8, false, dir, 2);  // 2 epochs of floor(15/8) = 1 step
+  for (const auto& [step, ids] : r.per_step) {
     EXPECT_EQ(ids.size(), 8u) << "step " << step;
     EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()).size(), ids.size()) << "step " << step << " repeats a sample";
   }
-  EXPECT_LT((one.params - two.params).abs().max().item<double>(), 1e-6);
   std::filesystem::remove_all(dir);
 }
 
