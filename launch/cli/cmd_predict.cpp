@@ -1,4 +1,4 @@
-// zsad predict EXPERIMENT [checkpoint=PATH] [overrides...] --images DIR|FILES... --out DIR
+// zsad predict EXPERIMENT [checkpoint=PATH] [overrides...] --images DIR|FILES... --out DIR [--support DIR|FILES...]
 // Scores unlabelled images (no masks, no metrics): per-image score, anomaly maps (HDF5) and PNG
 // overlays — what a user runs on new parts from the line. docs/evaluation.md.
 #include <ATen/Parallel.h>
@@ -26,12 +26,34 @@ bool is_image_file(const fs::path& p) {
   return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp" || e == ".tif" || e == ".tiff";
 }
 
+// Files as given, and the image files under each directory (recursively, sorted).
+std::vector<std::string> image_files(const std::string& flag, const std::vector<std::string>& inputs) {
+  std::vector<std::string> out;
+  for (const auto& in : inputs) {
+    if (fs::is_directory(in)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(in)) {
+        if (e.is_regular_file() && is_image_file(e.path())) found.push_back(e.path().string());
+      }
+      std::sort(found.begin(), found.end());
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (fs::exists(in)) {
+      out.push_back(in);
+    } else {
+      throw zsad::Error("--" + flag + ": '" + in + "' does not exist");
+    }
+  }
+  return out;
+}
+
 int run_predict(const std::vector<std::string>& tokens) {
   zsad::cli::Args args(
       "zsad predict EXPERIMENT [checkpoint=PATH] [overrides...] --images DIR|FILES... --out DIR\n"
+      "             [--support DIR|FILES...]   (few-shot methods: normal images of the class)\n"
       "  Writes OUT/scores.csv (path,score), OUT/maps.h5 (anomaly_maps [N,S,S], image_scores, paths) and\n"
       "  OUT/overlays/*.png (image | image | overlay with colour bar).");
   args.multi("images", "image files and/or directories (searched recursively, sorted)")
+      .multi("support", "normal images of the class for few-shot methods (APT draws method.apt.shots of them)")
       .flag("out", "output directory")
       .flag("class", "class name used in the prompts", std::string("object"))
       .flag("eval-size", "map size (0 = the method's input size)", std::string("0"))
@@ -54,21 +76,12 @@ int run_predict(const std::vector<std::string>& tokens) {
   zsad::models::apply_compute_threads(flat.integer("trainer.threads", 0));
 
   zsad::eval::PredictOptions po;
-  for (const auto& in : args.list("images")) {
-    if (fs::is_directory(in)) {
-      std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(in)) {
-        if (e.is_regular_file() && is_image_file(e.path())) found.push_back(e.path().string());
-      }
-      std::sort(found.begin(), found.end());
-      po.images.insert(po.images.end(), found.begin(), found.end());
-    } else if (fs::exists(in)) {
-      po.images.push_back(in);
-    } else {
-      throw zsad::Error("--images: '" + in + "' does not exist");
-    }
-  }
+  po.images = image_files("images", args.list("images"));
   if (po.images.empty()) throw zsad::UsageError("--images: no image files found");
+  if (args.has("support")) {
+    po.support = image_files("support", args.list("support"));
+    if (po.support.empty()) throw zsad::UsageError("--support: no image files found");
+  }
   po.out_dir = args.get("out");
   po.class_name = args.get("class");
   po.eval_size = args.get_int("eval-size");

@@ -3,11 +3,15 @@
 // prompts; a WinCLIP shot list selects the named support images.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
+#include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ATen/ATen.h>
@@ -396,3 +400,88 @@ TEST(AptShardCli, MpirunRanksSplitTheClassesInTheRunDirectory) {
   fs::remove_all(root);
 }
 
+
+namespace {
+
+// "key<sep>value" lines of a CSV with a header, keyed by `key_col`, value `val_col`.
+std::map<std::string, std::string> csv_columns(const fs::path& file, int key_col, int val_col) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<std::string> cols;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) cols.push_back(c);
+    if (static_cast<int>(cols.size()) > std::max(key_col, val_col)) out[cols[key_col]] = cols[val_col];
+  }
+  return out;
+}
+
+}  // namespace
+
+// `zsad predict` on APT: the --support images are the class's shot pool. Given the pool the
+// evaluation uses (the class's first 8 normal training images), it draws the same shots and scores
+// the test images exactly as `zsad eval`; its class state stays under --out, not in the cwd.
+// Without --support it stops with an error that names the flag.
+TEST(AptPredictCli, SupportImagesGiveTheEvaluationsShotsAndScores) {
+  const fs::path root = "/tmp/zsad_apt_predict_" + std::to_string(::getpid());
+  const fs::path cwd = root / "cwd", run = root / "run", out = root / "pred", data = root / "data";
+  fs::create_directories(cwd);
+  const std::string exp = env_or("ZSAD_SOURCE_DIR", "/work/main") + "/experiments/apt_synth_fewshot.yaml";
+  const std::string zsad = "cd " + cwd.string() + " && ZSAD_DATA_ROOT=" + data.string() + " " +
+                           env_or("ZSAD_BINARY", "zsad") + " ";
+  const std::string common = " method.apt.epochs=2 seed=1 ";
+  const std::string log = (root / "log.txt").string();
+  const std::string eval = zsad + "eval " + exp + common + "'+eval.datasets.synth_objects.classes=[gear]' " +
+                           "eval.write_scores=true --run-dir " + run.string() + " > " + log + " 2>&1";
+  ASSERT_EQ(std::system(eval.c_str()), 0) << eval << "\n" << zsad::test::slurp(log);
+
+  const fs::path gear = data / "synth_objects" / "gear";
+  std::vector<std::string> pool;
+  for (const auto& e : fs::directory_iterator(gear / "train" / "good")) pool.push_back(e.path().string());
+  std::sort(pool.begin(), pool.end());
+  ASSERT_GE(pool.size(), 8u);
+  pool.resize(8);  // eval.datasets.synth_objects.shots in the experiment
+  std::string support;
+  for (const auto& p : pool) support += " " + p;
+
+  const std::string predict_base = zsad + "predict " + exp + common + "--images " + (gear / "test").string() +
+                                   " --class gear --eval-size 128 --batch-size 8 --out " + out.string();
+  const std::string without = predict_base + " > " + log + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(without.c_str())), 1);
+  EXPECT_NE(zsad::test::slurp(log).find("--support"), std::string::npos) << zsad::test::slurp(log);
+  EXPECT_FALSE(fs::exists(out / "scores.csv"));
+
+  const std::string with = predict_base + " --support" + support + " > " + log + " 2>&1";
+  ASSERT_EQ(std::system(with.c_str()), 0) << with << "\n" << zsad::test::slurp(log);
+  EXPECT_FALSE(fs::exists(cwd / "apt_state")) << "class state left in the working directory";
+
+  // The same shots: "gear <file> ..." in both logs (the evaluation names them relative to its root).
+  std::ifstream eval_shots(run / "apt" / "synth_objects" / "shots.rank0.txt");
+  std::ifstream pred_shots(out / "apt" / "predict" / "shots.rank0.txt");
+  ASSERT_TRUE(eval_shots.good() && pred_shots.good());
+  std::string cls_e, cls_p, a, b;
+  eval_shots >> cls_e;
+  pred_shots >> cls_p;
+  EXPECT_EQ(cls_e, "gear");
+  EXPECT_EQ(cls_p, "gear");
+  int n_shots = 0;
+  while (eval_shots >> a && pred_shots >> b) {
+    EXPECT_EQ((data / "synth_objects" / a).string(), b);
+    ++n_shots;
+  }
+  EXPECT_EQ(n_shots, 4);  // method.apt.shots in the experiment
+
+  // The same scores, image by image (eval: path in column 4, score in 3; predict: path, score).
+  const auto by_eval = csv_columns(run / "eval" / "synth_objects" / "image_scores.csv", 4, 3);
+  const auto by_pred = csv_columns(out / "scores.csv", 0, 1);
+  ASSERT_EQ(by_pred.size(), 20u);
+  ASSERT_EQ(by_eval.size(), by_pred.size());
+  for (const auto& [path, score] : by_pred) {
+    const std::string rel = fs::relative(path, data / "synth_objects").string();
+    ASSERT_TRUE(by_eval.count(rel)) << rel;
+    EXPECT_EQ(by_eval.at(rel), score) << rel;
+  }
+  fs::remove_all(root);
+}

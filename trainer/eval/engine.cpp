@@ -831,15 +831,28 @@ void predict(models::Method& method, const PredictOptions& o) {
   pp.eval_size = E;
   pp.upsample = models::parse_upsample(o.upsampling.empty() ? method.default_upsampling() : o.upsampling);
   pp.sigma = o.smoothing_sigma;
-  fs::create_directories(o.out_dir);
-  if (o.overlays) fs::create_directories(fs::path(o.out_dir) / "overlays");
   models::DatasetContext ctx;
   ctx.name = "predict";
   ctx.classes = {o.class_name};
+  ctx.run_dir = o.out_dir;
   method.begin_dataset(ctx);
   models::SupportSet sup;
   sup.class_name = o.class_name;
+  if (!o.support.empty()) {
+    const auto K = static_cast<int64_t>(o.support.size());
+    std::vector<float> buf(static_cast<size_t>(K * 3 * S_in * S_in));
+    for (int64_t i = 0; i < K; ++i) {
+      const std::string& path = o.support[static_cast<size_t>(i)];
+      data::preprocess_image(data::read_image(path), static_cast<int>(S_in), buf.data() + i * 3 * S_in * S_in);
+      sup.indices.push_back(i);
+      sup.names.push_back(path);
+    }
+    sup.images = to_tensor(buf, {K, 3, S_in, S_in});
+  }
   method.prepare_class(sup);
+  // Only now: a method that cannot score (e.g. few-shot without --support) leaves no empty output.
+  fs::create_directories(o.out_dir);
+  if (o.overlays) fs::create_directories(fs::path(o.out_dir) / "overlays");
   const auto N = static_cast<int64_t>(o.images.size());
   std::vector<float> all_maps, sc;
   bool have_maps = true;

@@ -112,6 +112,7 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
 // Unlabelled images (zsad predict): per-image score, the post-processed map (HDF5) and a PNG overlay.
 struct PredictOptions {
   std::vector<std::string> images;  // files
+  std::vector<std::string> support; // normal reference images of the class (few-shot methods draw their shots here)
   std::string out_dir;
   int64_t eval_size = 0;            // <= 0: the method's input size
   std::string upsampling;           // "" = method default
@@ -121,6 +122,7 @@ struct PredictOptions {
   bool overlays = true;
 };
 // Writes <out>/scores.csv (path,score), <out>/maps.h5 (maps [N,S,S], paths) and <out>/overlays/*.png.
+// The method's per-run state (APT's class prompts) goes under <out> as under a run directory.
 void predict(models::Method& method, const PredictOptions& o);
 
 // "abc123..." of the source tree, "unknown" when neither ZSAD_GIT_REVISION nor git is available.

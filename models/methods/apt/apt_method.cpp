@@ -157,7 +157,7 @@ std::vector<MethodKey> apt_method_keys() {
   out.push_back({std::string("method.apt.") + kShardKey, "bool", "true",
                  "[impl] with several ranks, train each class on one rank only (balanced), gather the states", {}});
   out.push_back({std::string("method.apt.") + kStateDirKey, "string", "null",
-                 "[impl] directory of the per-class states shared by the ranks (null: <run dir>/apt; ./apt_state without a run directory)",
+                 "[impl] directory of the per-class states shared by the ranks (null: <run dir>/apt, <--out>/apt under zsad predict; ./apt_state without either)",
                  {}});
   out.push_back({std::string("method.apt.") + kTimeoutKey, "float", "3600",
                  "[impl] seconds a rank waits for another rank's class state", {}});
@@ -274,7 +274,8 @@ void AptMethod::prepare_class(const SupportSet& support) {
   const auto& o = model_->options();
   if (!support.images.defined() || support.images.size(0) == 0)
     throw Error("apt: class '" + support.class_name +
-                "' has no support set; APT is few-shot: set eval.datasets.<name>.shots >= method.apt.shots");
+                "' has no support set; APT is few-shot: give it normal images of the class (zsad eval/run: "
+                "eval.datasets.<name>.shots >= method.apt.shots; zsad predict: --support)");
   if (!mine_.count(support.class_name)) return;  // another rank trains it
   const int64_t n = support.images.size(0);
   // The engine supplies n normal training images (with their file names); k of them are drawn by
