@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "models/clip/compute_threads.h"
 #include "models/clip/clip_config.h"
 #include "models/clip/clip_model.h"
 
@@ -74,7 +75,7 @@ int main(int argc, char** argv) {
                                   static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency())));
   const int64_t iters = int_arg(argc, argv, "--iters", nullptr, 1);
   const int64_t warmup = int_arg(argc, argv, "--warmup", nullptr, 0);
-  at::set_num_threads(static_cast<int>(threads));
+  zsad::models::set_compute_threads(static_cast<int>(threads));  // LibTorch and OpenBLAS pools
   at::NoGradGuard no_grad;
 
   auto cfg = zsad::models::clip_config("ViT-L-14-336");

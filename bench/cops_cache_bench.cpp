@@ -23,7 +23,6 @@
 //                         [--eval-images 8] [--threads 2] [--dir DIR] [--step-only K [--profile FILE]]
 //                         [--cops key=value ...]
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/optim/adam.h>
 
@@ -36,6 +35,7 @@
 #include <map>
 #include <string>
 
+#include "models/clip/compute_threads.h"
 #include "models/methods/cops/cops_clip.h"
 #include "models/methods/cops/cops_model.h"
 #include "models/methods/method.h"
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   const int64_t NE = std::stoll(arg(argc, argv, "eval-images", "8"));
   const int threads = std::stoi(arg(argc, argv, "threads", "2"));
   const std::string dir = arg(argc, argv, "dir", (fs::temp_directory_path() / "zsad_cops_cache_bench").string());
-  at::set_num_threads(threads);
+  zsad::models::set_compute_threads(threads);  // LibTorch and OpenBLAS pools
   fs::remove_all(dir);
   fs::create_directories(dir);
 

@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "models/clip/compute_threads.h"
 #include "trainer/ddp/grad_reducer.h"
 #include "trainer/dist/context.h"
 #include "bench_args.h"
@@ -36,7 +37,7 @@ int main(int argc, char** argv) {
     dc.timeout_s = 120;
     auto ctx = zsad::dist::init_distributed(dc);
     const int threads = std::stoi(arg(argc, argv, "threads", "1"));
-    at::set_num_threads(threads);
+    zsad::models::set_compute_threads(threads);  // LibTorch and OpenBLAS pools
     const int steps = std::stoi(arg(argc, argv, "steps", "20"));
     const int64_t batch = std::stoll(arg(argc, argv, "batch", "32"));
     const double bucket_mb = std::stod(arg(argc, argv, "bucket-mb", "25"));

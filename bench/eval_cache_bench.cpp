@@ -20,7 +20,6 @@
 // --templates: WinCLIP prompt templates used (the first N of the paper's 22; text features are
 // computed once per class in the untimed warm-up, so N only shortens the warm-up).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <filesystem>
@@ -29,6 +28,7 @@
 #include <map>
 #include <string>
 
+#include "models/clip/compute_threads.h"
 #include "data/index.h"
 #include "data/synth.h"
 #include "models/methods/method.h"
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   const int templates = std::max(1, std::min(22, std::stoi(arg(argc, argv, "templates", "2"))));
   const std::string dir =
       arg(argc, argv, "dir", (fs::temp_directory_path() / ("zsad_eval_cache_bench_" + std::to_string(::getpid()))).string());
-  at::set_num_threads(threads);
+  zsad::models::set_compute_threads(threads);  // LibTorch and OpenBLAS pools
   fs::remove_all(dir);
   fs::create_directories(dir);
 
