@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
   co.batch_size = B;
   co.log = false;
   zsad::trainer::FeatureCacheKey key =
-      zsad::trainer::clip_cache_key(mo, clip, "bench", "train", samples, "raw_cls", {});
+      zsad::trainer::clip_cache_key(mo, clip, "bench", "train", samples, "", "raw_cls", {});  // no files: in-memory images
   auto fill = [&](const std::vector<int64_t>& idx) {  // the uncached epoch's outputs: no second forward
     std::vector<at::Tensor> g, p;
     for (int64_t i : idx) {
@@ -281,7 +281,7 @@ int main(int argc, char** argv) {
   // ---- Part 2: evaluation throughput, cold vs warm cache ----
   const int64_t ne = std::min(NE, N);
   std::vector<zsad::data::Sample> es(samples.begin(), samples.begin() + ne);
-  zsad::trainer::FeatureCacheKey ek = zsad::trainer::clip_cache_key(mo, clip, "bench", "test", es, "raw_cls", {});
+  zsad::trainer::FeatureCacheKey ek = zsad::trainer::clip_cache_key(mo, clip, "bench", "test", es, "", "raw_cls", {});
   zsad::trainer::FeatureCacheOptions eo = co;
   eo.dir = dir + "/eval";
   auto encoder = [&](const std::vector<int64_t>& idx) {

@@ -139,10 +139,16 @@ std::string FeatureCacheKey::file_name() const {
   return name + "-" + (split.empty() ? "split" : split) + "-" + digest().substr(0, 16) + ".h5";
 }
 
-std::string dataset_index_digest(const std::vector<data::Sample>& samples) {
+std::string dataset_index_digest(const std::vector<data::Sample>& samples, const std::string& root) {
   Sha256 h;
   const std::string n = std::to_string(samples.size());
   h.update(n);
+  // The root and each image's size and modification time: another dataset with the same file
+  // names, or an image replaced in place, must not hit features encoded from the old pixels.
+  std::error_code ec;
+  const fs::path abs_root = fs::weakly_canonical(fs::absolute(root.empty() ? "." : root), ec);
+  h.update(abs_root.string());
+  h.update("\0", 1);
   for (const auto& s : samples) {
     for (const std::string* f : {&s.img_path, &s.mask_path, &s.cls_name, &s.specie_name}) {
       h.update(*f);
@@ -150,6 +156,10 @@ std::string dataset_index_digest(const std::vector<data::Sample>& samples) {
     }
     const int64_t a = s.anomaly;
     h.update(&a, sizeof a);
+    struct stat st {};
+    const int64_t stamp[3] = {::stat((abs_root / s.img_path).c_str(), &st) == 0 ? 1 : 0, static_cast<int64_t>(st.st_size),
+                              static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+    h.update(stamp, sizeof stamp);
   }
   return h.hex_digest();
 }
@@ -464,11 +474,12 @@ std::string weights_file_digest(const std::string& path) {
 
 FeatureCacheKey clip_cache_key(const models::OptionMap& cfg, const models::ClipModel& clip, const std::string& dataset,
                                const std::string& split, const std::vector<data::Sample>& samples,
-                               const std::string& global_output, const std::vector<int64_t>& layers) {
+                               const std::string& root, const std::string& global_output,
+                               const std::vector<int64_t>& layers) {
   const models::ClipConfig& c = clip->cfg;
   FeatureCacheKey k;
   k.dataset = dataset;
-  k.dataset_digest = dataset_index_digest(samples);
+  k.dataset_digest = dataset_index_digest(samples, root);
   k.split = split;
   const std::string w = cfg.str("model.weights");
   if (!w.empty() && w != "null") {

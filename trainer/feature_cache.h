@@ -3,7 +3,7 @@
 //
 // One HDF5 file (data/feature_store.h format, schema zsad.features/1) per FeatureCacheKey under a
 // cache directory: <dir>/<dataset>-<split>-<digest16>.h5. The key covers everything that changes
-// the encoder outputs (dataset index digest, split, weights digest, image size, resize kernel,
+// the encoder outputs (dataset index digest incl. root and image stamps, split, weights digest, image size, resize kernel,
 // positional-embedding interpolation, GELU variant, layers, attention variant + V-V depth,
 // global-output variant, dtype) and is stored in the file's attributes. Built once — every rank
 // encodes a contiguous slice into a shard file, rank 0 merges + validates (sha256 of every
@@ -35,7 +35,7 @@ namespace zsad::trainer {
 
 struct FeatureCacheKey {
   std::string dataset;           // dataset name (file name only; identity is dataset_digest)
-  std::string dataset_digest;    // dataset_index_digest(samples)
+  std::string dataset_digest;    // dataset_index_digest(samples, root)
   std::string split;             // "train" / "test"
   std::string weights_digest;    // sha256 of the weights file, or "random:<arch>:seed=<n>"
   int64_t image_size = 0;
@@ -56,7 +56,10 @@ struct FeatureCacheKey {
 };
 
 // sha256 over (img_path, mask_path, cls_name, specie_name, anomaly) of every sample, in order.
-std::string dataset_index_digest(const std::vector<data::Sample>& samples);
+// The index (paths, labels, classes), the dataset root (absolute) and each image's size and
+// modification time: the same file names under another root, or an image replaced in place, give
+// another digest.
+std::string dataset_index_digest(const std::vector<data::Sample>& samples, const std::string& root);
 
 // One encoder call: `indices` are global sample indices (ascending, a contiguous run); returns
 // global [B,D] and patch [B,P,Dp] (float32 or float16, any device).
@@ -145,8 +148,8 @@ void reset_encoder_calls();
 // cache.fp16. layers empty = the last block. global_output: raw_cls | ln_post_cls.
 FeatureCacheKey clip_cache_key(const models::OptionMap& cfg, const models::ClipModel& clip,
                                const std::string& dataset, const std::string& split,
-                               const std::vector<data::Sample>& samples, const std::string& global_output,
-                               const std::vector<int64_t>& layers);
+                               const std::vector<data::Sample>& samples, const std::string& root,
+                               const std::string& global_output, const std::vector<int64_t>& layers);
 
 // sha256 of a weights file; memoised per (path, size, mtime) in the process.
 std::string weights_file_digest(const std::string& path);

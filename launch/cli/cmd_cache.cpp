@@ -106,7 +106,7 @@ int run_cache_command(const std::vector<std::string>& tokens) {
   for (const auto& t : targets) {
     std::vector<data::Sample> samples = load_samples(t.spec, *ctx.comm);
     trainer::FeatureCacheKey key =
-        trainer::clip_cache_key(flat, clip, t.spec.name, t.spec.split, samples, global_output, layers);
+        trainer::clip_cache_key(flat, clip, t.spec.name, t.spec.split, samples, t.spec.root, global_output, layers);
     if (args.on("dry-run")) {
       if (rank0) {
         const std::string p = (fs::path(opts.dir) / key.file_name()).string();

@@ -87,7 +87,7 @@ int run_predict(const std::vector<std::string>& tokens) {
   po.eval_size = args.get_int("eval-size");
   po.upsampling = args.get("upsampling");
   po.smoothing_sigma = args.get_double("sigma");
-  po.batch_size = std::max<int64_t>(1, args.get_int("batch-size"));
+  po.batch_size = args.get_int("batch-size");
   po.overlays = !args.on("no-overlays");
 
   std::unique_ptr<zsad::models::Method> method = zsad::models::make_method(flat);

@@ -83,6 +83,8 @@ int run_train(const launch::JobContext& job) {
   const bool rank0 = ctx.rank() == 0;
 
   try {
+    // The evaluation settings are checked now, not after hours of training.
+    if (flat.flag("train.eval", true)) eval::dataset_specs_from(flat);
     std::unique_ptr<models::Method> method = models::make_method(flat);
     const bool train_enabled = flat.flag("train.enabled", true) && method->trainable();
     std::optional<std::string> train_name;
@@ -115,7 +117,7 @@ int run_train(const launch::JobContext& job) {
       std::shared_ptr<trainer::FeatureCache> cache;
       if (flat.flag("train.cache", true)) {
         trainer::FeatureCacheKey key =
-            trainer::clip_cache_key(flat, cops->clip(), spec.name, spec.split, samples, "raw_cls", {});
+            trainer::clip_cache_key(flat, cops->clip(), spec.name, spec.split, samples, spec.root, "raw_cls", {});
         trainer::EncoderFn enc = trainer::make_clip_encoder(cops->clip(), samples, spec.root, key, threads);
         cache = trainer::FeatureCache::open_or_build(key, samples, enc, trainer::cache_options_from(flat), ctx.comm.get());
       }

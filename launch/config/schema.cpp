@@ -166,6 +166,19 @@ void Schema::validate_node(Node& n, const std::string& path) const {
         n = Node(static_cast<double>(n.as_int()));
         n.set_mark(m);
       }
+      if ((spec->min_value || spec->max_value) && (spec->type == Type::kInt || spec->type == Type::kFloat)) {
+        const double v = n.is_int() ? static_cast<double>(n.as_int()) : n.as_float();
+        const bool ok = std::isfinite(v) && (!spec->min_value || v >= *spec->min_value) &&
+                        (!spec->max_value || v <= *spec->max_value);
+        if (!ok) {
+          std::ostringstream want;
+          want << (spec->type == Type::kInt ? "an integer" : "a finite number");
+          if (spec->min_value && spec->max_value) want << " in [" << *spec->min_value << ", " << *spec->max_value << "]";
+          else if (spec->min_value) want << " >= " << *spec->min_value;
+          else want << " <= " << *spec->max_value;
+          throw Error(n.mark().str() + ": key '" + path + "' expects " + want.str() + ", got " + value_text(n));
+        }
+      }
       if (!spec->allowed.empty() &&
           std::find(spec->allowed.begin(), spec->allowed.end(), n.as_string()) == spec->allowed.end()) {
         std::string opts;
@@ -223,6 +236,8 @@ std::string Schema::help() const {
       for (size_t i = 0; i < k->allowed.size(); ++i) os << (i ? "|" : "") << k->allowed[i];
       os << "}";
     }
+    if (k->min_value) os << "  >= " << *k->min_value;
+    if (k->max_value) os << "  <= " << *k->max_value;
     os << "\n      " << k->doc << "\n";
   }
   os << "\n+tags.<name>=<value> adds free-form tags; every schema accepts them.\n";

@@ -20,6 +20,7 @@
 // (Explicit calls, not static registrars: objects in static libraries that nothing references
 // are dropped by the linker.)
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,9 +38,18 @@ struct KeySpec {
   std::string doc;
   bool nullable = false;             // null accepted (automatically true when the default is null)
   std::vector<std::string> allowed;  // for strings: the accepted values (empty = any)
+  std::optional<double> min_value, max_value;  // for numbers: inclusive bounds; a bounded number must be finite
 
   KeySpec& choices(std::vector<std::string> values) {
     allowed = std::move(values);
+    return *this;
+  }
+  KeySpec& at_least(double v) {
+    min_value = v;
+    return *this;
+  }
+  KeySpec& at_most(double v) {
+    max_value = v;
     return *this;
   }
   KeySpec& optional() {

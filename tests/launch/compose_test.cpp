@@ -229,6 +229,29 @@ TEST(ConfigSchema, RegistrationValidationAndHelp) {
   EXPECT_NE(zsad::config::schema_registry().find("launcher.nproc"), nullptr);
 }
 
+// Numeric bounds: a value outside them (or inf/nan for a bounded float) is refused at compose time
+// naming file:line:col, key, the range and the value; before, trainer.batch_size=0 ended the job in
+// SIGFPE and trainer.lr=.inf failed only inside the job.
+TEST_F(ComposeTree, BoundedKeysNameTheRangeAndTheValue) {
+  put("b.yaml", "seed: 0\ntrainer:\n  batch_size: 0\n");
+  std::string m = error_of("b", {}, true);
+  EXPECT_NE(m.find("b.yaml:3:15: key 'trainer.batch_size' expects an integer >= 1, got 0"), std::string::npos) << m;
+  put("ok.yaml", "trainer:\n  lr: 1\n");
+  m = error_of("ok", {"trainer.lr=.inf"}, true);
+  EXPECT_NE(m.find("key 'trainer.lr' expects a finite number >= 0, got .inf"), std::string::npos) << m;
+  m = error_of("ok", {"trainer.lr=nan"}, true);
+  EXPECT_NE(m.find("key 'trainer.lr' expects a finite number >= 0"), std::string::npos) << m;
+  m = error_of("ok", {"launcher.master_port=99999"}, true);
+  EXPECT_NE(m.find("key 'launcher.master_port' expects an integer in [1, 65535], got 99999"), std::string::npos) << m;
+  m = error_of("ok", {"trainer.epochs=-5"}, true);
+  EXPECT_NE(m.find("key 'trainer.epochs' expects an integer >= 1, got -5"), std::string::npos) << m;
+  // The bounds themselves, and null where null is allowed, pass.
+  auto c = compose("ok", {"trainer.lr=0", "trainer.batch_size=1", "launcher.master_port=65535", "train.max_steps=-1"}, true);
+  EXPECT_EQ(c.config.find_path("trainer.batch_size")->as_int(), 1);
+  EXPECT_NO_THROW(compose("ok", {"launcher.master_port=null"}, true));
+  EXPECT_NE(zsad::config::schema_registry().help().find("trainer.batch_size : int = 8  >= 1"), std::string::npos);
+}
+
 TEST(ConfigInterpolation, ReferencesKeepTypes) {
   Node c = resolved("a:\n  b: 3\n  m: {x: 1}\nc: ${a.b}\nd: ${a.m}\ne: \"lr_${a.b}_x\"\nl: [p, q]\nf: ${l.1}\ng: ${l[0]}\n");
   EXPECT_EQ(c.at("c").as_int(), 3);

@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -230,7 +231,7 @@ TEST(EvalCache, ClipEncoderFileEqualsEngineBuiltFile) {
     OptionMap o = method_options(method);
     o.set("cache.dtype", "float32");
     auto clip = zsad::models::build_clip_model(o);
-    auto key = zsad::trainer::clip_cache_key(o, clip, "synth_objects", "test", samples,
+    auto key = zsad::trainer::clip_cache_key(o, clip, "synth_objects", "test", samples, data_root(),
                                              method == "cops" ? "raw_cls" : "ln_post_cls", {});
     zsad::trainer::FeatureCacheOptions co;
     co.dir = tmp + "/clip";
@@ -431,5 +432,31 @@ TEST(EvalCacheCli, SecondEvalRunsNoEncoderAndMatchesUncached) {
     const auto res = nlohmann::json::parse(slurp(tmp + "/warm/results/" + d + ".json"));
     EXPECT_EQ(res["timings"]["feature_cache_hit"], 1) << res.dump();
   }
+  fs::remove_all(tmp);
+}
+
+// zsad predict's --sigma / --eval-size / --batch-size are checked before anything is scored or
+// written (an absurd sigma or size used to end in std::bad_alloc; batch size 0 was clamped to 1).
+TEST(PredictOptionsCheck, OutOfRangeFlagsAreNamedAndNothingIsWritten) {
+  const std::string tmp = zsad::testing::fresh_temp_dir("predict_bounds");
+  auto m = zsad::models::make_method(method_options("winclip"));
+  auto bad = [&](const std::function<void(zsad::eval::PredictOptions&)>& set, const std::string& flag) {
+    zsad::eval::PredictOptions po;
+    po.images = {"/nonexistent/a.png"};
+    po.out_dir = tmp + "/out";
+    set(po);
+    try {
+      zsad::eval::predict(*m, po);
+      ADD_FAILURE() << flag << " accepted";
+    } catch (const zsad::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(po.out_dir)) << flag;
+  };
+  bad([](auto& p) { p.smoothing_sigma = 1e9; }, "--sigma");
+  bad([](auto& p) { p.smoothing_sigma = -1; }, "--sigma");
+  bad([](auto& p) { p.eval_size = 99999; }, "--eval-size");
+  bad([](auto& p) { p.eval_size = -5; }, "--eval-size");
+  bad([](auto& p) { p.batch_size = 0; }, "--batch-size");
   fs::remove_all(tmp);
 }

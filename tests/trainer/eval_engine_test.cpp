@@ -346,6 +346,24 @@ TEST(EvalConfig, DatasetSpecsFromConfigAndUnknownKeys) {
   c.values.erase("eval.datasets.a.evalsize");
   c.set_list("eval.datasets.a.metrics", {"image_aurocc"});
   EXPECT_THROW(zsad::eval::eval_options_from(c), zsad::Error);
+  c.set_list("eval.datasets.a.metrics", {"image_auroc"});
+  EXPECT_NO_THROW(zsad::eval::eval_options_from(c));
+  // Out-of-range settings are refused before any image is scored, naming key, range and value.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"eval_size", "99999"}, {"eval_size", "-3"}, {"smoothing_sigma", "-1"}, {"smoothing_sigma", "1e9"},
+      {"fpr_limit", "0"}, {"fpr_limit", "1.5"}, {"shots", "-1"}};
+  for (const auto& [key, value] : bad) {
+    auto cc = c;
+    cc.set("eval.datasets.a." + key, value);
+    try {
+      zsad::eval::eval_options_from(cc);
+      ADD_FAILURE() << key << "=" << value << " accepted";
+    } catch (const zsad::Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("'eval.datasets.a." + key + "'"), std::string::npos) << m;
+      EXPECT_NE(m.find("expected"), std::string::npos) << m;
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -58,7 +59,7 @@ struct ClipSetup {
 ClipSetup clip_setup(const zsad::models::OptionMap& o) {
   ClipSetup s;
   s.clip = zsad::models::build_clip_model(o);
-  s.key = zsad::trainer::clip_cache_key(o, s.clip, "synth", "test", dataset().samples, "raw_cls", {});
+  s.key = zsad::trainer::clip_cache_key(o, s.clip, "synth", "test", dataset().samples, dataset().root, "raw_cls", {});
   s.encoder = zsad::trainer::make_clip_encoder(s.clip, dataset().samples, dataset().root, s.key);
   return s;
 }
@@ -234,7 +235,32 @@ TEST(FeatureCache, ImageSizeWeightsAndAttentionDepthInvalidate) {
   EXPECT_NE(k.digest(), base.key.digest());
   auto samples = dataset().samples;
   samples[3].anomaly ^= 1;
-  EXPECT_NE(zsad::trainer::dataset_index_digest(samples), base.key.dataset_digest);
+  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, dataset().root), base.key.dataset_digest);
+  fs::remove_all(dir);
+}
+
+// The same file names under another root, or one image replaced in place (new size or time), give
+// another dataset digest: the cache must not serve features of other pixels (it did: the key held
+// only the index, so a regenerated dataset with another seed hit the old file).
+TEST(FeatureCache, DigestCoversTheRootAndTheImageFiles) {
+  const std::string dir = zsad::testing::fresh_temp_dir("fc_files");
+  const auto& samples = dataset().samples;
+  const fs::path copy = fs::path(dir) / "copy";
+  fs::copy(dataset().root, copy, fs::copy_options::recursive);
+  const std::string base = zsad::trainer::dataset_index_digest(samples, dataset().root);
+  EXPECT_EQ(zsad::trainer::dataset_index_digest(samples, dataset().root), base);  // deterministic
+  const std::string copied = zsad::trainer::dataset_index_digest(samples, copy.string());
+  EXPECT_NE(copied, base);
+  // Same file, same size, only its modification time moves.
+  const fs::path img = copy / samples[2].img_path;
+  fs::last_write_time(img, fs::last_write_time(img) + std::chrono::seconds(5));
+  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, copy.string()), copied);
+  const std::string touched = zsad::trainer::dataset_index_digest(samples, copy.string());
+  // Another size at the same time.
+  const auto when = fs::last_write_time(img);
+  { std::ofstream(img, std::ios::app) << "x"; }
+  fs::last_write_time(img, when);
+  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, copy.string()), touched);
   fs::remove_all(dir);
 }
 

@@ -55,6 +55,12 @@ std::vector<int64_t> shard_indices(int64_t n, int rank, int world, const std::st
 
 namespace {
 
+std::string fmt_num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
 const std::set<std::string>& dataset_keys() {
   static const std::set<std::string> k = {"name", "root", "meta", "layout", "split", "eval_size", "upsampling",
                                           "smoothing_sigma", "metrics", "pro_mode", "fpr_limit", "shots", "classes",
@@ -107,9 +113,17 @@ std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& cfg) {
     s.layout = d.str("layout");
     s.split = d.str("split", "test");
     s.eval_size = d.integer("eval_size", 518);
+    // Checked here, before any image is scored (an absurd size or sigma otherwise ends in bad_alloc,
+    // and a negative sigma only in the results schema after the whole evaluation).
+    if (s.eval_size < 0 || s.eval_size > kMaxMapSize)
+      throw Error("config key '" + p + "eval_size': expected 0 (the method's input size) .. " +
+                  std::to_string(kMaxMapSize) + ", got " + std::to_string(s.eval_size));
     s.upsampling = d.str("upsampling");
     if (!s.upsampling.empty()) models::parse_upsample(s.upsampling);
     s.smoothing_sigma = d.real("smoothing_sigma", 4.0);
+    if (!(s.smoothing_sigma >= 0 && s.smoothing_sigma <= kMaxSmoothingSigma))
+      throw Error("config key '" + p + "smoothing_sigma': expected 0 (none) .. " + fmt_num(kMaxSmoothingSigma) +
+                  " pixels, got " + fmt_num(s.smoothing_sigma));
     s.metrics = d.list("metrics");
     for (const auto& m : s.metrics) {
       if (!results::is_metric_key(m)) throw Error("config key '" + p + "metrics': unknown metric '" + m + "'");
@@ -117,7 +131,10 @@ std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& cfg) {
     s.pro_mode = d.str("pro_mode", "exact");
     results::parse_pro_mode(s.pro_mode);
     s.fpr_limit = d.real("fpr_limit", 0.3);
+    if (!(s.fpr_limit > 0 && s.fpr_limit <= 1))
+      throw Error("config key '" + p + "fpr_limit': expected a false-positive rate in (0, 1], got " + fmt_num(s.fpr_limit));
     s.shots = d.integer("shots", 0);
+    if (s.shots < 0) throw Error("config key '" + p + "shots': expected >= 0, got " + std::to_string(s.shots));
     s.classes = d.list("classes");
     s.method_options = d.sub("method_options");
     s.synth_preset = d.str("synth.preset");
@@ -408,7 +425,8 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
       models::OptionMap kc = frozen->model_options;
       kc.set("cache.dtype", o.cache_dtype);
       const trainer::FeatureCacheKey key =
-          trainer::clip_cache_key(kc, frozen->clip, spec.name, spec.split, samples, frozen->global_output, frozen->layers);
+          trainer::clip_cache_key(kc, frozen->clip, spec.name, spec.split, samples, spec.root, frozen->global_output,
+                                  frozen->layers);
       trainer::EncoderFn enc = trainer::make_image_encoder(
           samples, spec.root, S_in,
           [&method](const at::Tensor& images) {
@@ -825,6 +843,12 @@ std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o
 
 void predict(models::Method& method, const PredictOptions& o) {
   if (o.images.empty()) throw Error("predict: no images");
+  if (o.eval_size < 0 || o.eval_size > kMaxMapSize)
+    throw Error("predict: --eval-size expected 0 (the method's input size) .. " + std::to_string(kMaxMapSize) + ", got " +
+                std::to_string(o.eval_size));
+  if (!(o.smoothing_sigma >= 0 && o.smoothing_sigma <= kMaxSmoothingSigma))
+    throw Error("predict: --sigma expected 0 (none) .. " + fmt_num(kMaxSmoothingSigma) + ", got " + fmt_num(o.smoothing_sigma));
+  if (o.batch_size < 1) throw Error("predict: --batch-size expected >= 1, got " + std::to_string(o.batch_size));
   const int64_t S_in = method.input_size();
   const int64_t E = o.eval_size > 0 ? o.eval_size : S_in;
   models::PostprocessOptions pp;

@@ -110,6 +110,11 @@ data::Meta load_dataset_meta(const DatasetSpec& s, comm::Communicator& comm, con
 std::vector<DatasetReport> evaluate(models::Method& method, const EvalOptions& o, comm::Communicator& comm);
 
 // Unlabelled images (zsad predict): per-image score, the post-processed map (HDF5) and a PNG overlay.
+// Bounds of the map size and the Gaussian sigma (dataset settings and zsad predict flags): real
+// maps are 240-1024 px and sigma 4; beyond these the buffers alone exhaust memory.
+inline constexpr int64_t kMaxMapSize = 4096;
+inline constexpr double kMaxSmoothingSigma = 256.0;
+
 struct PredictOptions {
   std::vector<std::string> images;  // files
   std::vector<std::string> support; // normal reference images of the class (few-shot methods draw their shots here)

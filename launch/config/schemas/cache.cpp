@@ -11,9 +11,9 @@ void register_cache_schema(Schema& s) {
   s.add("cache.dir", Type::kString, nullptr,
         "cache directory (null: $ZSAD_CACHE_DIR, else <output.root>/cache); put it on a file system every rank sees");
   s.add("cache.dtype", Type::kString, "float16", "storage dtype of cached features").choices({"float16", "float32"});
-  s.add("cache.batch_size", Type::kInt, 8, "images per encoder forward while building");
-  s.add("cache.loader_threads", Type::kInt, 1, "image decoding threads per rank while building");
-  s.add("cache.preload_mb", Type::kInt, 1024, "hold a cache file in RAM when it is at most this many MiB (else read per batch)");
+  s.add("cache.batch_size", Type::kInt, 8, "images per encoder forward while building").at_least(1);
+  s.add("cache.loader_threads", Type::kInt, 1, "image decoding threads per rank while building").at_least(1);
+  s.add("cache.preload_mb", Type::kInt, 1024, "hold a cache file in RAM when it is at most this many MiB (else read per batch)").at_least(0);
   s.add("cache.verify", Type::kBool, true, "recompute every dataset's sha256 when opening an existing file");
   s.add("cache.global_output", Type::kString, "auto",
         "global feature: raw_cls (CLS of the original path @ proj, CoPS), ln_post_cls (OpenAI), auto (by method)")

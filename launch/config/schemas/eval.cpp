@@ -46,17 +46,17 @@ void register_eval_schema(Schema& s) {
   s.add("eval.datasets", Type::kMap, Node::map(),
         "test datasets: eval.datasets.<name> = a dataset config (experiments/dataset/*.yaml)");
   s.add("eval.order", Type::kList, Node::list(), "evaluation order of the datasets (default: by name)");
-  s.add("eval.batch_size", Type::kInt, 1, "images per rank per forward");
-  s.add("eval.loader_threads", Type::kInt, 1, "decoding threads per rank");
+  s.add("eval.batch_size", Type::kInt, 1, "images per rank per forward").at_least(1);
+  s.add("eval.loader_threads", Type::kInt, 1, "decoding threads per rank").at_least(1);
   s.add("eval.write_scores", Type::kBool, false, "write scores/<dataset>.h5 (zsad.scores/1)");
   s.add("eval.scores_fp16", Type::kBool, false, "store anomaly maps as float16 in scores files");
-  s.add("eval.panels_per_class", Type::kInt, 2, "PNG panels (image | GT | overlay) per class under panels/");
+  s.add("eval.panels_per_class", Type::kInt, 2, "PNG panels (image | GT | overlay) per class under panels/").at_least(0);
   s.add("eval.shard", Type::kString, "contiguous", "how images are split across ranks").choices({"contiguous", "strided"});
   s.add("eval.progress_every_s", Type::kFloat, 2.0, "seconds between rank-0 progress lines");
-  s.add("eval.metric_threads", Type::kInt, 1, "threads for sorting in the metrics");
+  s.add("eval.metric_threads", Type::kInt, 1, "threads for sorting in the metrics").at_least(1);
   s.add("eval.train_dataset", Type::kString, nullptr, "training dataset recorded in results (null: training-free)");
   s.add("eval.backend", Type::kString, "auto", "communicator backend").choices({"auto", "gloo", "mpi", "nccl", "local"});
-  s.add("eval.timeout_s", Type::kFloat, 600.0, "rendezvous / collective timeout (seconds)");
+  s.add("eval.timeout_s", Type::kFloat, 600.0, "rendezvous / collective timeout (seconds)").at_least(1);
 }
 
 }  // namespace zsad::config
