@@ -160,6 +160,10 @@ void write_checkpoint(const std::string& path, const Checkpoint& ck) {
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw Error("checkpoint '" + path + "' does not exist");
+  if (std::filesystem::is_directory(path, ec))
+    throw Error("checkpoint '" + path + "' is a directory; pass a checkpoint file (e.g. <run dir>/checkpoints/ckpt-<step>.h5)");
   Checkpoint ck;
   int64_t stored = 0;
   try {

@@ -96,7 +96,10 @@ int run_cache_command(const std::vector<std::string>& tokens) {
   const int threads = static_cast<int>(std::max<int64_t>(1, flat.integer("cache.loader_threads", 1)));
 
   std::vector<Target> targets = targets_from(flat, only);
-  if (targets.empty()) throw Error("zsad cache: the experiment has no train.dataset and no eval.datasets entry");
+  if (targets.empty())
+    throw Error(only.empty() ? std::string("the experiment has no train.dataset and no eval.datasets entry")
+                             : "--only " + only + ": the experiment has no " +
+                                   (only == "train" ? "train.dataset" : "eval.datasets entry"));
   models::ClipModel clip = models::build_clip_model(flat);
   if (rank0)
     std::cerr << "cache: " << targets.size() << " dataset(s), " << ctx.world_size() << " rank(s), dir " << opts.dir

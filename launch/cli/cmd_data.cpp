@@ -17,10 +17,10 @@ namespace {
 using zsad::cli::Args;
 
 const char* kDataUsage =
-    "usage: zsad data index --layout L --root DIR [--out FILE]\n"
+    "usage: zsad data index --layout L --root DIR [--out FILE] [--force]\n"
     "       zsad data check --root DIR [--meta FILE | --layout L] [--threads N]\n"
     "       zsad data synth --list-presets\n"
-    "       zsad data synth --out DIR --preset NAME --seed S [--size N] [--images-per-class N]\n";
+    "       zsad data synth --out DIR --preset NAME --seed S [--size N] [--images-per-class N] [--force]\n";
 
 std::string layouts_joined() {
   std::string all;
@@ -29,15 +29,19 @@ std::string layouts_joined() {
 }
 
 int run_index(const std::vector<std::string>& tokens) {
-  Args args("zsad data index --layout L --root DIR [--out FILE]\n"
+  Args args("zsad data index --layout L --root DIR [--out FILE] [--force]\n"
             "Index a dataset in its native folder layout and write meta.json (AnomalyCLIP/CoPS format).");
   args.flag("layout", "dataset layout: " + layouts_joined())
       .flag("root", "dataset root directory")
-      .flag("out", "output file (default ROOT/meta.json; '-' prints to stdout)");
+      .flag("out", "output file (default ROOT/meta.json; '-' prints to stdout)")
+      .toggle("force", "replace an existing output file");
   args.parse(tokens);
   const std::string layout = args.get("layout"), root = args.get("root");
-  const zsad::data::Meta meta = zsad::data::index_dataset(layout, root);
   const std::string out = args.get_opt("out").value_or((std::filesystem::path(root) / "meta.json").string());
+  // A meta.json may be hand-edited or the one published with the dataset: never replaced silently.
+  if (out != "-" && std::filesystem::exists(out) && !args.on("force"))
+    throw zsad::Error(out + ": exists; pass --force to replace it, or --out FILE to write elsewhere");
+  const zsad::data::Meta meta = zsad::data::index_dataset(layout, root);
   if (out == "-") {
     std::cout << zsad::data::meta_to_json(meta);
     return zsad::kExitSuccess;
@@ -88,7 +92,7 @@ int run_check(const std::vector<std::string>& tokens) {
 
 int run_synth(const std::vector<std::string>& tokens) {
   Args args("zsad data synth --list-presets\n"
-            "zsad data synth --out DIR --preset NAME --seed S [--size N] [--images-per-class N]\n"
+            "zsad data synth --out DIR --preset NAME --seed S [--size N] [--images-per-class N] [--force]\n"
             "Generate a synthetic anomaly-detection dataset in MVTec layout with meta.json.");
   args.toggle("list-presets", "print the presets, one per line, name first")
       .flag("out", "output directory")
@@ -99,7 +103,9 @@ int run_synth(const std::vector<std::string>& tokens) {
       .flag("train-per-class", "normal training images per class")
       .flag("anomaly-fraction", "fraction of anomalous test images, 0.3..0.5", "0.4")
       .flag("defect-scale", "defect size multiplier, 0.25..4 (1 = the presets' sizes)", "1")
-      .flag("threads", "worker threads", "2");
+      .flag("threads", "worker threads", "2")
+      .toggle("force", "generate into a non-empty --out: first delete its meta.json, synth_options.txt and the "
+                       "preset's class folders");
   args.parse(tokens);
   if (args.on("list-presets")) {
     for (const auto& p : zsad::data::synth_presets()) {
@@ -132,6 +138,16 @@ int run_synth(const std::vector<std::string>& tokens) {
   if (o.size < 32) throw zsad::UsageError("--size must be >= 32");
   if (o.test_per_class < 2) throw zsad::UsageError("--images-per-class must be >= 2");
   const std::string out = args.get("out");
+  // Generating over another dataset would mix two generations under one meta.json.
+  if (std::filesystem::exists(out) && !std::filesystem::is_empty(out)) {
+    if (!args.on("force"))
+      throw zsad::Error("--out '" + out + "' is not empty; pass a new or empty directory, or --force to replace " +
+                        "the preset's files in it");
+    namespace fs = std::filesystem;
+    for (const auto& name : zsad::data::synth_preset(o.preset).classes) fs::remove_all(fs::path(out) / name);
+    fs::remove(fs::path(out) / "meta.json");
+    fs::remove(fs::path(out) / zsad::data::kSynthSignatureFile);
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const zsad::data::Meta meta = zsad::data::synthesize_dataset(o, out);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

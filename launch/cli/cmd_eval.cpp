@@ -152,6 +152,13 @@ int run_eval_command(const std::vector<std::string>& tokens) {
     std::cout << config::to_yaml(c.config, eo);
     return kExitSuccess;
   }
+  // A checkpoint that is not there fails now, before a run directory is created for it.
+  const config::Node ck = config::get_or_default(c.config, "eval.checkpoint");
+  if (ck.is_string() && !ck.as_string().empty() && !std::filesystem::is_regular_file(ck.as_string()))
+    throw Error("checkpoint '" + ck.as_string() + "' " +
+                (std::filesystem::is_directory(ck.as_string())
+                     ? "is a directory; pass a checkpoint file (e.g. <run dir>/checkpoints/ckpt-<step>.h5)"
+                     : "does not exist"));
   // Already a rank of a launched group: every rank runs in this process and shares --run-dir.
   const launch::LaunchedRank launched = launch::launched_rank();
   if (launched.world_size > 1 && !args.has("run-dir"))

@@ -1,5 +1,6 @@
 // zsad leaderboard DIR...: aggregate results files into paper tables.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -65,6 +66,7 @@ int run_leaderboard(const std::vector<std::string>& tokens) {
   const zsad::results::Leaderboard lb = zsad::results::build_leaderboard(c.runs, baselines, options);
   const std::string text = zsad::results::render(lb, format);
   if (auto out = args.get_opt("out")) {
+    if (std::filesystem::is_directory(*out)) throw zsad::Error("--out '" + *out + "' is a directory; pass a file name");
     const std::string tmp = *out + ".tmp";
     {
       std::ofstream f(tmp, std::ios::binary);
@@ -72,7 +74,10 @@ int run_leaderboard(const std::vector<std::string>& tokens) {
       f << text;
       if (!f) throw zsad::Error(*out + ": write failed");
     }
-    if (std::rename(tmp.c_str(), out->c_str()) != 0) throw zsad::Error(*out + ": cannot rename " + tmp + " into place");
+    if (std::rename(tmp.c_str(), out->c_str()) != 0) {
+      std::remove(tmp.c_str());
+      throw zsad::Error(*out + ": cannot rename " + tmp + " into place");
+    }
     std::cerr << "zsad leaderboard: " << c.runs.size() << " results files -> " << *out << "\n";
   } else {
     std::cout << text;

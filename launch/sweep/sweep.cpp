@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "common/error.h"
 #include "common/exit_codes.h"
@@ -20,6 +21,7 @@
 #include "launch/local/launcher.h"
 #include "launch/local/process.h"
 #include "launch/overrides/override.h"
+#include "launch/sweep/dir_lock.h"
 
 namespace zsad::launch {
 
@@ -249,6 +251,16 @@ void write_config_record(const std::string& dir, const Node& resolved, const std
 }  // namespace
 
 void require_same_config_if_reused(const std::string& dir, const Node& resolved) {
+  // Only a new or empty directory, or one holding a zsad run, may become a run directory: results,
+  // checkpoints and logs would otherwise land among (and over) someone else's files.
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw Error("--run-dir '" + dir + "' exists and is not a directory");
+  if (fs::exists(fs::path(dir) / "multirun.yaml", ec))
+    throw Error("--run-dir '" + dir + "' is a sweep directory (multirun.yaml); pass a new directory (a sweep " +
+                "continues with zsad sweep --resume " + dir + ")");
+  if (fs::is_directory(dir, ec) && !fs::is_empty(dir, ec) && !fs::exists(fs::path(dir) / ".zsad", ec))
+    throw Error("--run-dir '" + dir + "' is not empty and holds no zsad run (no .zsad/); pass a new or empty directory");
   const fs::path existing = fs::path(dir) / ".zsad" / "config.yaml";
   if (!fs::exists(existing) || config::read_text_file(existing.string()) == config_record_text(resolved)) return;
   throw Error(existing.string() + ": --run-dir '" + dir +
@@ -273,7 +285,11 @@ std::string make_run_dir(const Node& resolved, const std::string& name, const st
 
 int run_as_launched_rank(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs,
                          const LaunchedRank& r, const JobRunner& runner) {
-  if (r.rank == 0) write_config_record(dir, resolved, ovs);
+  std::optional<DirLock> lock;  // rank 0 stands for the group
+  if (r.rank == 0) {
+    lock.emplace(dir, kRunDirLock, "run directory");
+    write_config_record(dir, resolved, ovs);
+  }
   JobContext job{resolved, (fs::path(dir) / ".zsad" / "config.yaml").string(), dir, -1, r.rank, r.world_size};
   return runner(job);
 }
@@ -431,6 +447,7 @@ bool compose_job(const SweepPlan& plan, const JobPlan& job, Node& out, std::stri
 
 int run_single(const std::string& dir, const Node& resolved, const std::vector<std::string>& ovs,
                const RunOptions& opts, const GroupChoices& choices) {
+  const DirLock lock(dir, kRunDirLock, "run directory");  // before job.yaml: a running job's record stays
   write_job_files(dir, resolved, ovs, -1, job_state_name(JobState::kPending), choices);
   SignalWatcher signals;
   JobPlan jp;
@@ -482,6 +499,7 @@ int run_single(const std::string& dir, const Node& resolved, const std::vector<s
 }
 
 int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
+  const DirLock lock(plan.sweep_dir, kSweepDirLock, "sweep directory");
   if (!resume) {
     fs::create_directories(plan.sweep_dir);
     Node m = Node::map();

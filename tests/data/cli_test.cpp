@@ -174,6 +174,47 @@ TEST(DataSynthCli, ByteDeterministicAndPassesCheck) {
   }
 }
 
+// Neither command replaces what is there without --force: `data synth` into a non-empty folder
+// would mix two generations under one meta.json (and `data check` would call it clean), and
+// `data index` would overwrite a hand-edited or published meta.json.
+TEST(DataCli, ExistingOutputsAreReplacedOnlyWithForce) {
+  TempDir d("data_force");
+  const fs::path ds = d.path / "ds";
+  const std::string gen = zsad_binary() + " data synth --preset objects --size 64 --out " + ds.string();
+  ASSERT_EQ(run_command(gen + " --seed 1 --images-per-class 4").exit_code, 0);
+  { std::ofstream(ds / "notes.txt") << "mine\n"; }
+  const std::string before = tree_digest(ds);
+  auto again = run_command(gen + " --seed 2 --images-per-class 2");
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_NE(again.output.find("is not empty"), std::string::npos) << again.output;
+  EXPECT_NE(again.output.find("--force"), std::string::npos) << again.output;
+  EXPECT_EQ(tree_digest(ds), before) << "the existing dataset was modified";
+  auto forced = run_command(gen + " --seed 2 --images-per-class 2 --force");
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  // Only the new generation is left (plus the user's own file): images + masks + meta.json + options + notes.
+  const Meta m = read_meta((ds / "meta.json").string());
+  size_t masks = 0;
+  for (const auto& kv : m.test.samples)
+    for (const auto& smp : kv.second) masks += !smp.mask_path.empty();
+  size_t files = 0;
+  tree_digest(ds, &files);
+  EXPECT_EQ(files, m.train.size() + m.test.size() + masks + 3);
+  EXPECT_EQ(m.test.size(), 10u);  // 5 classes x 2
+  EXPECT_TRUE(fs::exists(ds / "notes.txt"));
+
+  TempDir t("index_force");
+  build_tree(t.path);  // writes meta.json
+  { std::ofstream(t.path / "meta.json") << "{\"hand\": \"edited\"}"; }
+  const std::string idx = zsad_binary() + " data index --layout mvtec --root " + t.path.string();
+  auto refused = run_command(idx);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("meta.json: exists; pass --force"), std::string::npos) << refused.output;
+  std::ifstream kept(t.path / "meta.json");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "{\"hand\": \"edited\"}");
+  ASSERT_EQ(run_command(idx + " --force").exit_code, 0);
+  EXPECT_GT(read_meta((t.path / "meta.json").string()).test.size(), 0u);
+}
+
 TEST(DataSynthCli, RunStopsOnASyntheticDatasetGeneratedWithOtherOptions) {
   // The demo's synth_textures generated with a larger defect scale than the config asks for:
   // the run must stop naming both option sets, and leave the existing dataset untouched.

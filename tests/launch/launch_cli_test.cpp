@@ -240,3 +240,97 @@ TEST(RunCli, ReusedRunDirNeedsTheSameConfig) {
   EXPECT_EQ(launched.code, 1) << launched.out << launched.err;
   EXPECT_EQ(zsad_test::read_file(run_dir + "/.zsad/config.yaml"), recorded);
 }
+
+// One driver per run directory and per sweep directory: a second `zsad run --run-dir D` (a double
+// submit, a requeue while the old job still runs) or `zsad sweep --resume` stops before writing,
+// naming the holder; the lock goes with the process, so the next run after a stop proceeds.
+TEST(RunCli, OneDriverPerRunOrSweepDirectory) {
+  zsad_test::TempDir dir;
+  const std::string exp = (dir.path / "experiments/nap.yaml").string();
+  zsad_test::write_file(exp, "task:\n  name: sleep\n  seconds: 30\noutput:\n  root: " + dir.str() + "\n");
+  const std::string run_dir = (dir.path / "run").string();
+  auto first = zsad_test::start({zsad_test::zsad_binary(), "run", exp, "--run-dir", run_dir}, dir.str(), {}, dir.str());
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] {
+        try {
+          return zsad_test::read_file(run_dir + "/run.log").find("sleep task: sleeping") != std::string::npos;
+        } catch (...) {
+          return false;
+        }
+      },
+      30));
+  const std::string log_before = zsad_test::read_file(run_dir + "/run.log");
+  auto second = zsad_test::run_zsad({"run", exp, "--run-dir", run_dir}, dir.str());
+  EXPECT_EQ(second.code, 1) << second.out << second.err;
+  EXPECT_NE(second.err.find("is in use by another zsad process (pid " + std::to_string(first.pid)), std::string::npos)
+      << second.err;
+  EXPECT_EQ(zsad_test::read_file(run_dir + "/run.log"), log_before);  // the running job's log is untouched
+  EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/job.yaml").find("status: running"), std::string::npos);
+  kill(first.pid, SIGTERM);
+  EXPECT_EQ(zsad_test::finish(first).code, 75);
+  // The stopped run continues (and is stopped again at once: only the lock is under test here).
+  auto third = zsad_test::start({zsad_test::zsad_binary(), "run", exp, "--run-dir", run_dir}, dir.str(), {}, dir.str());
+  ASSERT_TRUE(zsad_test::wait_until(  // run.log is appended to: the second "sleeping" is this run's
+      [&] {
+        const std::string log = zsad_test::read_file(run_dir + "/run.log");
+        const auto at = log.find("sleep task: sleeping");
+        return at != std::string::npos && log.find("sleep task: sleeping", at + 1) != std::string::npos;
+      },
+      30));
+  kill(third.pid, SIGTERM);
+  EXPECT_EQ(zsad_test::finish(third).code, 75);
+
+  auto sweep = zsad_test::start({zsad_test::zsad_binary(), "sweep", exp, "seed=1,2"}, dir.str(), {}, dir.str());
+  std::string sweep_dir;
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] {
+        if (!fs::exists(dir.path / "multirun")) return false;
+        for (const auto& e : fs::recursive_directory_iterator(dir.path / "multirun"))
+          if (e.path().filename() == "multirun.yaml") sweep_dir = e.path().parent_path().string();
+        return !sweep_dir.empty() && fs::exists(sweep_dir + "/0/run.log") &&
+               zsad_test::read_file(sweep_dir + "/0/run.log").find("sleep task: sleeping") != std::string::npos;
+      },
+      30));
+  auto resume = zsad_test::run_zsad({"sweep", "--resume", sweep_dir}, dir.str());
+  EXPECT_EQ(resume.code, 1) << resume.out << resume.err;
+  EXPECT_NE(resume.err.find("sweep directory '" + sweep_dir + "' is in use"), std::string::npos) << resume.err;
+  kill(sweep.pid, SIGTERM);
+  EXPECT_EQ(zsad_test::finish(sweep).code, 75);
+}
+
+// --run-dir takes a new or empty directory, or one holding a zsad run; anything else is refused
+// before a file is written into it (results and checkpoints would land among other files).
+TEST(RunCli, RunDirIsNewEmptyOrARun) {
+  zsad_test::TempDir dir;
+  const std::string exp = write_echo_experiment(dir);
+  auto refused = [&](const std::string& run_dir, const std::string& why) {
+    auto r = zsad_test::run_zsad({"run", exp, "--run-dir", run_dir}, dir.str());
+    EXPECT_EQ(r.code, 1) << run_dir << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(fs::path(run_dir) / ".zsad" / "job.yaml")) << run_dir;
+  };
+  zsad_test::write_file(dir.path / "mine/notes.txt", "my notes\n");
+  refused((dir.path / "mine").string(), "is not empty and holds no zsad run");
+  EXPECT_EQ(zsad_test::read_file(dir.path / "mine/notes.txt"), "my notes\n");
+  zsad_test::write_file(dir.path / "a_file", "x");
+  refused((dir.path / "a_file").string(), "exists and is not a directory");
+  zsad_test::write_file(dir.path / "sweep/multirun.yaml", "experiment: hello\n");
+  refused((dir.path / "sweep").string(), "is a sweep directory (multirun.yaml)");
+  fs::create_directories(dir.path / "empty");
+  EXPECT_EQ(zsad_test::run_zsad({"run", exp, "--run-dir", (dir.path / "empty").string()}, dir.str()).code, 0);
+  EXPECT_TRUE(fs::exists(dir.path / "empty/.zsad/config.yaml"));
+}
+
+// `zsad eval EXP checkpoint=PATH` with no such file (or a directory) says so, before a run
+// directory is created (before: "unreadable (truncated or corrupt?)" from inside a failed run).
+TEST(EvalCli, MissingCheckpointStopsBeforeARunDirectory) {
+  zsad_test::TempDir dir;
+  const std::string exp = write_echo_experiment(dir);
+  auto missing = zsad_test::run_zsad({"eval", exp, "checkpoint=" + dir.str() + "/nope.h5"}, dir.str());
+  EXPECT_EQ(missing.code, 1) << missing.out << missing.err;
+  EXPECT_NE(missing.err.find("checkpoint '" + dir.str() + "/nope.h5' does not exist"), std::string::npos) << missing.err;
+  auto a_dir = zsad_test::run_zsad({"eval", exp, "checkpoint=" + dir.str()}, dir.str());
+  EXPECT_EQ(a_dir.code, 1) << a_dir.out << a_dir.err;
+  EXPECT_NE(a_dir.err.find("is a directory; pass a checkpoint file"), std::string::npos) << a_dir.err;
+  EXPECT_FALSE(fs::exists(dir.path / "outputs"));
+}

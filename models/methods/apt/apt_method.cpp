@@ -384,7 +384,7 @@ void AptMethod::load_state_dict(const std::map<std::string, at::Tensor>& state, 
   // Class models are trained from the support set at evaluation; a checkpoint adds nothing.
   if (strict && !state.empty())
     throw Error("apt: per-class prompts are trained in prepare_class; checkpoint key '" + state.begin()->first +
-                "' is not loaded (use strict=false)");
+                "' is not loaded; APT evaluates without a checkpoint (drop eval.checkpoint)");
 }
 
 }  // namespace zsad::models::apt
