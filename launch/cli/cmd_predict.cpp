@@ -92,7 +92,12 @@ int run_predict(const std::vector<std::string>& tokens) {
 
   std::unique_ptr<zsad::models::Method> method = zsad::models::make_method(flat);
   const std::string ck = flat.str("eval.checkpoint");
-  if (!ck.empty()) zsad::cli::load_method_checkpoint(*method, ck);
+  if (!ck.empty()) {
+    zsad::cli::load_method_checkpoint(*method, ck);
+  } else if (method->trainable()) {
+    std::cerr << "zsad predict: warning: method '" << method->name()
+              << "' is trainable but no checkpoint was given; scoring with its initial (untrained) state\n";
+  }
   zsad::eval::predict(*method, po);
   std::cerr << "zsad predict: " << po.images.size() << " images -> " << po.out_dir << "\n";
   return zsad::kExitSuccess;

@@ -87,6 +87,8 @@ int run_train(const launch::JobContext& job) {
     if (flat.flag("train.eval", true)) eval::dataset_specs_from(flat);
     std::unique_ptr<models::Method> method = models::make_method(flat);
     const bool train_enabled = flat.flag("train.enabled", true) && method->trainable();
+    if (flat.flag("train.enabled", true) && !method->trainable() && rank0)
+      std::cerr << "train: method '" << method->name() << "' has no trainable parameters; evaluating only\n";
     std::optional<std::string> train_name;
     nlohmann::json timings = nlohmann::json::object();
     if (train_enabled) {

@@ -514,6 +514,10 @@ Composed compose(const ComposeRequest& req) {
   if (schema && req.validate && req.resolve) schema->validate(cfg);
   if (const Node* e = cfg.find("experiment"); e && e->is_string()) {
     out.name = e->as_string();
+    // The name is a folder level of outputs/ and multirun/: one plain folder name, never a path.
+    if (out.name.empty() || out.name == "." || out.name == ".." || out.name.find('/') != std::string::npos)
+      throw Error(e->mark().str() + ": key 'experiment' expects a plain name (used as a folder under outputs/ " +
+                  "and multirun/), got '" + out.name + "'");
   } else {
     out.name = fs::path(out.experiment_file).stem().string();
   }

@@ -133,7 +133,13 @@ namespace {
 std::string value_text(const Node& n) {
   if (n.is_string()) return "'" + n.as_string() + "'";
   if (n.is_scalar()) return n.scalar_text();
-  return std::string("a ") + kind_name(n.kind());
+  return "";  // a map or list: its kind, already named by the caller, says it
+}
+
+// "float 1.5", "string 'x'", "map" (no contents for maps and lists).
+std::string kind_and_value(const Node& n) {
+  const std::string v = value_text(n);
+  return std::string(kind_name(n.kind())) + (v.empty() ? "" : " " + v);
 }
 
 bool type_ok(Type t, const Node& n) {
@@ -160,7 +166,7 @@ void Schema::validate_node(Node& n, const std::string& path) const {
       }
       if (!type_ok(spec->type, n))
         throw Error(n.mark().str() + ": key '" + path + "' expects " + type_name(spec->type) + ", got " +
-                    kind_name(n.kind()) + " " + value_text(n));
+                    kind_and_value(n));
       if (spec->type == Type::kFloat && n.is_int()) {
         Mark m = n.mark();
         n = Node(static_cast<double>(n.as_int()));
@@ -196,7 +202,7 @@ void Schema::validate_node(Node& n, const std::string& path) const {
     } else if (!n.is_map()) {
       if (n.is_null()) return;  // an empty section
       throw Error(n.mark().str() + ": key '" + path + "' is a section and expects a map, got " +
-                  kind_name(n.kind()) + " " + value_text(n));
+                  kind_and_value(n));
     }
   }
   if (!n.is_map()) throw Error(n.mark().str() + ": the config must be a map, got " + kind_name(n.kind()));

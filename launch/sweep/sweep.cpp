@@ -263,6 +263,12 @@ void require_same_config_if_reused(const std::string& dir, const Node& resolved)
     throw Error("--run-dir '" + dir + "' is not empty and holds no zsad run (no .zsad/); pass a new or empty directory");
   const fs::path existing = fs::path(dir) / ".zsad" / "config.yaml";
   if (!fs::exists(existing) || config::read_text_file(existing.string()) == config_record_text(resolved)) return;
+  try {
+    config::load_yaml_file(existing.string());
+  } catch (const Error& e) {
+    throw Error("--run-dir '" + dir + "': its run record is damaged (" + e.what() +
+                "); pass a new directory, or repair or remove " + existing.string());
+  }
   throw Error(existing.string() + ": --run-dir '" + dir +
               "' already holds a run with a different config; pass a new directory (the same config "
               "continues that run)");

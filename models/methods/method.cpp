@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "common/error.h"
@@ -191,12 +192,30 @@ std::vector<MethodKey> clip_model_keys() {
   };
 }
 
+namespace {
+
+// model.device names a device this LibTorch can use, or the error says which key and why.
+void check_device(const std::string& name) {
+  std::optional<at::Device> dev;
+  try {
+    dev.emplace(name);
+  } catch (const std::exception&) {
+    throw Error("model.device: expected cpu, cuda or cuda:N, got '" + name + "'");
+  }
+  if (dev->is_cuda() && !at::hasCUDA())
+    throw Error("model.device '" + name + "': this LibTorch build has no CUDA support (Debian's is CPU-only); "
+                "use model.device=cpu or a CUDA build of LibTorch");
+}
+
+}  // namespace
+
 ClipModel build_clip_model(const OptionMap& o) {
   ClipConfig runtime;
   runtime.activation = parse_activation(o.str("model.activation", "quick_gelu"));
   runtime.pos_interp = parse_pos_interpolation(o.str("model.pos_interp", "bilinear"));
   runtime.image_size = o.integer("model.image_size", 0);
   runtime.device = o.str("model.device", "cpu");
+  check_device(runtime.device);
   const std::string arch = o.str("model.arch", "tiny");
   const std::string weights = o.str("model.weights");
   if (!weights.empty()) return load_clip(weights, arch, &runtime);

@@ -111,6 +111,14 @@ std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& cfg) {
     if (s.root.empty()) throw Error("config key '" + p + "root': the dataset root is required");
     s.meta = d.str("meta");
     s.layout = d.str("layout");
+    if (!s.layout.empty()) {  // checked even when a meta.json makes the layout unused
+      const auto& known = data::layout_names();
+      if (std::find(known.begin(), known.end(), s.layout) == known.end()) {
+        std::string all;
+        for (const auto& n : known) all += (all.empty() ? "" : ", ") + n;
+        throw Error("config key '" + p + "layout': unknown layout '" + s.layout + "' (known: " + all + ")");
+      }
+    }
     s.split = d.str("split", "test");
     s.eval_size = d.integer("eval_size", 518);
     // Checked here, before any image is scored (an absurd size or sigma otherwise ends in bad_alloc,
