@@ -139,16 +139,10 @@ std::string FeatureCacheKey::file_name() const {
   return name + "-" + (split.empty() ? "split" : split) + "-" + digest().substr(0, 16) + ".h5";
 }
 
-std::string dataset_index_digest(const std::vector<data::Sample>& samples, const std::string& root) {
+std::string dataset_index_digest(const std::vector<data::Sample>& samples) {
   Sha256 h;
   const std::string n = std::to_string(samples.size());
   h.update(n);
-  // The root and each image's size and modification time: another dataset with the same file
-  // names, or an image replaced in place, must not hit features encoded from the old pixels.
-  std::error_code ec;
-  const fs::path abs_root = fs::weakly_canonical(fs::absolute(root.empty() ? "." : root), ec);
-  h.update(abs_root.string());
-  h.update("\0", 1);
   for (const auto& s : samples) {
     for (const std::string* f : {&s.img_path, &s.mask_path, &s.cls_name, &s.specie_name}) {
       h.update(*f);
@@ -156,12 +150,42 @@ std::string dataset_index_digest(const std::vector<data::Sample>& samples, const
     }
     const int64_t a = s.anomaly;
     h.update(&a, sizeof a);
+  }
+  return h.hex_digest();
+}
+
+std::string dataset_files_digest(const std::vector<data::Sample>& samples, const std::string& root) {
+  Sha256 h;
+  std::error_code ec;
+  const fs::path abs_root = fs::weakly_canonical(fs::absolute(root.empty() ? "." : root), ec);
+  h.update(abs_root.string());
+  h.update("\0", 1);
+  for (const auto& s : samples) {
     struct stat st {};
-    const int64_t stamp[3] = {::stat((abs_root / s.img_path).c_str(), &st) == 0 ? 1 : 0, static_cast<int64_t>(st.st_size),
-                              static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+    const bool found = ::stat((abs_root / s.img_path).c_str(), &st) == 0;
+    const int64_t stamp[3] = {found ? 1 : 0, found ? static_cast<int64_t>(st.st_size) : 0,
+                              found ? static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec : 0};
     h.update(stamp, sizeof stamp);
   }
   return h.hex_digest();
+}
+
+FeatureCacheKey with_dataset_files(const FeatureCacheKey& key, const std::vector<data::Sample>& samples,
+                                   comm::Communicator* comm) {
+  if (key.root.empty()) return key;  // features of in-memory images: no files to stamp
+  FeatureCacheKey out = key;
+  const int rank = comm ? comm->rank() : 0;
+  std::string digest;
+  if (rank == 0) digest = sha256_hex(key.dataset_digest + ":" + dataset_files_digest(samples, key.root));
+  // Rank 0's view decides: other nodes may see other mtimes (a per-node copy of the data) or
+  // another canonical root (a symlink), and every rank must name the same cache file.
+  std::vector<int64_t> chars(64, 0);
+  if (rank == 0) std::copy(digest.begin(), digest.end(), chars.begin());
+  broadcast_ints(comm, chars);
+  digest.assign(chars.begin(), chars.end());
+  out.dataset_digest = digest;
+  out.root.clear();  // stamped
+  return out;
 }
 
 // ---- options ------------------------------------------------------------------------------------
@@ -196,6 +220,8 @@ FeatureCache::~FeatureCache() = default;
 std::shared_ptr<FeatureCache> FeatureCache::open(const std::string& path, const FeatureCacheKey* expect, bool verify,
                                                  int64_t preload_mb) {
   if (!fs::exists(path)) throw Error(path + ": feature cache file does not exist");
+  if (expect && !expect->root.empty())
+    throw Error(path + ": FeatureCache::open needs a key stamped with with_dataset_files (root '" + expect->root + "')");
   if (verify) data::validate_feature_store(path);  // schema, completeness, shapes, every sha256
   auto reader = std::make_unique<data::FeatureStoreReader>(path);
   const auto& spec = reader->spec();
@@ -268,11 +294,12 @@ EncodedBatch FeatureCache::get(const std::vector<int64_t>& indices) const {
 
 // ---- build --------------------------------------------------------------------------------------
 
-std::shared_ptr<FeatureCache> FeatureCache::open_or_build(const FeatureCacheKey& key,
+std::shared_ptr<FeatureCache> FeatureCache::open_or_build(const FeatureCacheKey& unstamped,
                                                          const std::vector<data::Sample>& samples,
                                                          const EncoderFn& encoder, const FeatureCacheOptions& opts,
                                                          comm::Communicator* comm) {
   const auto t0 = Clock::now();
+  const FeatureCacheKey key = with_dataset_files(unstamped, samples, comm);
   const int rank = comm ? comm->rank() : 0;
   const int world = comm ? comm->world_size() : 1;
   const bool log = opts.log && rank == 0;
@@ -479,7 +506,8 @@ FeatureCacheKey clip_cache_key(const models::OptionMap& cfg, const models::ClipM
   const models::ClipConfig& c = clip->cfg;
   FeatureCacheKey k;
   k.dataset = dataset;
-  k.dataset_digest = dataset_index_digest(samples, root);
+  k.dataset_digest = dataset_index_digest(samples);
+  k.root = root;
   k.split = split;
   const std::string w = cfg.str("model.weights");
   if (!w.empty() && w != "null") {

@@ -35,7 +35,8 @@ namespace zsad::trainer {
 
 struct FeatureCacheKey {
   std::string dataset;           // dataset name (file name only; identity is dataset_digest)
-  std::string dataset_digest;    // dataset_index_digest(samples, root)
+  std::string dataset_digest;    // dataset_index_digest(samples); with the files' stamps once opened
+  std::string root;              // where the images are read; non-empty = stamps still to add (with_dataset_files)
   std::string split;             // "train" / "test"
   std::string weights_digest;    // sha256 of the weights file, or "random:<arch>:seed=<n>"
   int64_t image_size = 0;
@@ -56,10 +57,16 @@ struct FeatureCacheKey {
 };
 
 // sha256 over (img_path, mask_path, cls_name, specie_name, anomaly) of every sample, in order.
-// The index (paths, labels, classes), the dataset root (absolute) and each image's size and
-// modification time: the same file names under another root, or an image replaced in place, give
-// another digest.
-std::string dataset_index_digest(const std::vector<data::Sample>& samples, const std::string& root);
+std::string dataset_index_digest(const std::vector<data::Sample>& samples);
+// The dataset root (absolute, canonical) and each image's size and modification time: the same
+// file names under another root (a dataset regenerated with another seed), or an image replaced in
+// place, give another digest.
+std::string dataset_files_digest(const std::vector<data::Sample>& samples, const std::string& root);
+// `key` with its dataset_digest extended by dataset_files_digest(samples, key.root), computed on
+// rank 0 only (one metadata pass, not one per rank) and broadcast, so every rank names the same
+// file. open_or_build applies it; a key with an empty root is returned as is.
+FeatureCacheKey with_dataset_files(const FeatureCacheKey& key, const std::vector<data::Sample>& samples,
+                                   comm::Communicator* comm);
 
 // One encoder call: `indices` are global sample indices (ascending, a contiguous run); returns
 // global [B,D] and patch [B,P,Dp] (float32 or float16, any device).
@@ -107,7 +114,8 @@ class FeatureCache {
                                                     const std::vector<data::Sample>& samples,
                                                     const EncoderFn& encoder, const FeatureCacheOptions& opts,
                                                     comm::Communicator* comm = nullptr);
-  // Opens an existing, valid file (no build). Throws naming the file and what is wrong.
+  // Opens an existing, valid file (no build). Throws naming the file and what is wrong. `expect`
+  // must be stamped (with_dataset_files), as open_or_build's keys are.
   static std::shared_ptr<FeatureCache> open(const std::string& path, const FeatureCacheKey* expect = nullptr,
                                             bool verify = true, int64_t preload_mb = 1024);
 

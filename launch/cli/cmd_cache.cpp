@@ -111,8 +111,9 @@ int run_cache_command(const std::vector<std::string>& tokens) {
     trainer::FeatureCacheKey key =
         trainer::clip_cache_key(flat, clip, t.spec.name, t.spec.split, samples, t.spec.root, global_output, layers);
     if (args.on("dry-run")) {
+      const trainer::FeatureCacheKey stamped = trainer::with_dataset_files(key, samples, ctx.comm.get());
       if (rank0) {
-        const std::string p = (fs::path(opts.dir) / key.file_name()).string();
+        const std::string p = (fs::path(opts.dir) / stamped.file_name()).string();
         std::cout << t.role << " " << t.spec.name << " (" << t.spec.split << ", " << samples.size() << " images): " << p
                   << (fs::exists(p) ? " [present]" : " [absent]") << "\n";
       }

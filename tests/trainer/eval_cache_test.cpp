@@ -240,7 +240,8 @@ TEST(EvalCache, ClipEncoderFileEqualsEngineBuiltFile) {
     auto c = zsad::trainer::FeatureCache::open_or_build(
         key, samples, zsad::trainer::make_clip_encoder(clip, samples, data_root(), key), co);
     EXPECT_EQ(fs::path(c->path()).filename(), fs::path(r.report.cache_path).filename());
-    auto e = zsad::trainer::FeatureCache::open(r.report.cache_path, &key);
+    const auto stamped = zsad::trainer::with_dataset_files(key, samples, nullptr);
+    auto e = zsad::trainer::FeatureCache::open(r.report.cache_path, &stamped);
     std::vector<int64_t> all(samples.size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
     auto a = c->get(all), b = e->get(all);

@@ -164,7 +164,8 @@ TEST(FeatureCache, FirstRunBuildsSecondRunReusesWithZeroEncoderForwards) {
   EXPECT_TRUE(at::equal(sh.global[1], a.global[2]));
 
   // The on-disk reader path (no preload) reads the same rows.
-  auto disk = FeatureCache::open(cold->path(), &s.key, true, /*preload_mb=*/0);
+  const FeatureCacheKey stamped = zsad::trainer::with_dataset_files(s.key, dataset().samples, nullptr);
+  auto disk = FeatureCache::open(cold->path(), &stamped, true, /*preload_mb=*/0);
   EncodedBatch c = disk->get({9, 2, 3, 4});
   EXPECT_TRUE(at::equal(c.patch[0], a.patch[9]));
   EXPECT_TRUE(at::equal(c.patch[2], a.patch[3]));
@@ -235,32 +236,54 @@ TEST(FeatureCache, ImageSizeWeightsAndAttentionDepthInvalidate) {
   EXPECT_NE(k.digest(), base.key.digest());
   auto samples = dataset().samples;
   samples[3].anomaly ^= 1;
-  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, dataset().root), base.key.dataset_digest);
+  EXPECT_NE(zsad::trainer::dataset_index_digest(samples), base.key.dataset_digest);
   fs::remove_all(dir);
 }
 
 // The same file names under another root, or one image replaced in place (new size or time), give
-// another dataset digest: the cache must not serve features of other pixels (it did: the key held
-// only the index, so a regenerated dataset with another seed hit the old file).
-TEST(FeatureCache, DigestCoversTheRootAndTheImageFiles) {
+// another cache file: the cache must not serve features of other pixels (it did: the key held only
+// the index, so a regenerated dataset with another seed hit the old file). The stamps are rank 0's:
+// a rank that reaches the data through another path (a symlink; a per-node copy) names the same file.
+TEST(FeatureCache, FileStampsFromRankZeroNameTheCacheFile) {
   const std::string dir = zsad::testing::fresh_temp_dir("fc_files");
   const auto& samples = dataset().samples;
   const fs::path copy = fs::path(dir) / "copy";
   fs::copy(dataset().root, copy, fs::copy_options::recursive);
-  const std::string base = zsad::trainer::dataset_index_digest(samples, dataset().root);
-  EXPECT_EQ(zsad::trainer::dataset_index_digest(samples, dataset().root), base);  // deterministic
-  const std::string copied = zsad::trainer::dataset_index_digest(samples, copy.string());
+  using zsad::trainer::dataset_files_digest;
+  const std::string base = dataset_files_digest(samples, dataset().root);
+  EXPECT_EQ(dataset_files_digest(samples, dataset().root), base);  // deterministic
+  const std::string copied = dataset_files_digest(samples, copy.string());
   EXPECT_NE(copied, base);
   // Same file, same size, only its modification time moves.
   const fs::path img = copy / samples[2].img_path;
   fs::last_write_time(img, fs::last_write_time(img) + std::chrono::seconds(5));
-  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, copy.string()), copied);
-  const std::string touched = zsad::trainer::dataset_index_digest(samples, copy.string());
+  const std::string touched = dataset_files_digest(samples, copy.string());
+  EXPECT_NE(touched, copied);
   // Another size at the same time.
   const auto when = fs::last_write_time(img);
   { std::ofstream(img, std::ios::app) << "x"; }
   fs::last_write_time(img, when);
-  EXPECT_NE(zsad::trainer::dataset_index_digest(samples, copy.string()), touched);
+  EXPECT_NE(dataset_files_digest(samples, copy.string()), touched);
+
+  // The key as clip_cache_key makes it carries the root; opening stamps it.
+  FeatureCacheKey key = clip_setup(tiny_options()).key;
+  EXPECT_EQ(key.root, dataset().root);
+  const FeatureCacheKey stamped = zsad::trainer::with_dataset_files(key, samples, nullptr);
+  EXPECT_NE(stamped.file_name(), key.file_name());
+  FeatureCacheKey elsewhere = key;
+  elsewhere.root = copy.string();
+  EXPECT_NE(zsad::trainer::with_dataset_files(elsewhere, samples, nullptr).file_name(), stamped.file_name());
+  // Two ranks, rank 1 reaching the data through a symlink: both take rank 0's stamps.
+  const fs::path link = fs::path(dir) / "link";
+  fs::create_directory_symlink(copy, link);
+  std::vector<std::string> names(2);
+  zsad::testing::run_ranks(2, [&](zsad::testing::RankContext& ctx) {
+    FeatureCacheKey k = key;
+    k.root = ctx.rank == 0 ? dataset().root : link.string();
+    names[ctx.rank] = zsad::trainer::with_dataset_files(k, samples, &ctx.comm).file_name();
+  });
+  EXPECT_EQ(names[0], stamped.file_name());
+  EXPECT_EQ(names[1], names[0]);
   fs::remove_all(dir);
 }
 
