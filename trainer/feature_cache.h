@@ -12,7 +12,7 @@
 // incomplete) file is detected, logged and rebuilt; it is never silently used.
 //
 // Typical use (CoPS training / evaluation engine):
-//   auto key = clip_cache_key(cfg, clip, "visa", "test", samples, "raw_cls", {});
+//   auto key = clip_cache_key(cfg, clip, "visa", "test", samples, root, "raw_cls", {});
 //   auto enc = make_clip_encoder(clip, samples, root, key);
 //   auto cache = FeatureCache::open_or_build(key, samples, enc, cache_options_from(cfg), &comm);
 //   EncodedBatch f = cache->get(batch.indices);   // global [B,D], patch [B,P,Dp], float32

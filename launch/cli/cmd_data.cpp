@@ -140,10 +140,14 @@ int run_synth(const std::vector<std::string>& tokens) {
   const std::string out = args.get("out");
   // Generating over another dataset would mix two generations under one meta.json.
   if (std::filesystem::exists(out) && !std::filesystem::is_empty(out)) {
+    namespace fs = std::filesystem;
     if (!args.on("force"))
       throw zsad::Error("--out '" + out + "' is not empty; pass a new or empty directory, or --force to replace " +
                         "the preset's files in it");
-    namespace fs = std::filesystem;
+    // --force replaces only a dataset this command made (a real dataset may share class names).
+    if (!fs::exists(fs::path(out) / zsad::data::kSynthSignatureFile))
+      throw zsad::Error("--out '" + out + "' holds no " + zsad::data::kSynthSignatureFile +
+                        ": not a synthetic dataset, so --force will not delete anything in it");
     for (const auto& name : zsad::data::synth_preset(o.preset).classes) fs::remove_all(fs::path(out) / name);
     fs::remove(fs::path(out) / "meta.json");
     fs::remove(fs::path(out) / zsad::data::kSynthSignatureFile);

@@ -163,7 +163,8 @@ int run_eval_command(const std::vector<std::string>& tokens) {
   const launch::LaunchedRank launched = launch::launched_rank();
   if (launched.world_size > 1 && !args.has("run-dir"))
     throw UsageError("under a launcher (WORLD_SIZE > 1) zsad eval needs --run-dir DIR shared by every rank");
-  const std::string dir = launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "");
+  const std::string dir =
+      launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "", launched.rank == 0);
   std::vector<std::string> ovs(req.overrides.begin(), req.overrides.end() - 1);
   if (launched.world_size > 1) return launch::run_as_launched_rank(dir, c.config, ovs, launched, eval_runner);
   std::cerr << "zsad eval: " << dir << "\n";

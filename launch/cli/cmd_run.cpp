@@ -67,7 +67,7 @@ int run_run(const std::vector<std::string>& tokens) {
                            "start the ranks: zsad run EXP launcher.nproc=N (or launcher=local2, launcher=mpirun)");
   }
   const std::string unique =
-      zsad::launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "");
+      zsad::launch::make_run_dir(c.config, c.name, args.has("run-dir") ? args.get("run-dir") : "", launched.rank == 0);
   if (launched.world_size > 1)
     return zsad::launch::run_as_launched_rank(unique, c.config, req.overrides, launched,
                                               zsad::launch::job_runner_registry().at(task).run);

@@ -9,12 +9,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "common/error.h"
 #include "common/exit_codes.h"
 #include "launch/config/compose.h"
 #include "launch/config/yaml_io.h"
+#include "launch/jobs/dir_lock.h"
 #include "launch/local/process.h"
 #include "trainer/dist/env.h"
 
@@ -137,6 +139,13 @@ int run_job_config(const std::string& config_path) {
   // Rank discovery (torchrun vars -> SLURM_PROCID/SLURM_NTASKS of an srun step -> OpenMPI -> single).
   dist::DistEnv d = dist::detect_env(dist::process_env());
   JobContext ctx{cfg, p.string(), job_dir, env_int("ZSAD_JOB_NUM", -1), d.rank, d.world_size};
+  // A job run by SLURM (sbatch, array task) or by a sweep has no driver holding its directory:
+  // rank 0 locks it, so a double submission stops here instead of training twice into it.
+  std::optional<DirLock> lock;
+  const char* locked = std::getenv(kRunDirLockedEnv);
+  const std::string here = fs::absolute(job_dir).lexically_normal().string();
+  if (d.rank == 0 && p.parent_path().filename() == ".zsad" && !(locked && here == locked))
+    lock.emplace(job_dir, kRunDirLock, "run directory");
   return it->second.run(ctx);
 }
 

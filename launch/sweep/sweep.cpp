@@ -21,7 +21,7 @@
 #include "launch/local/launcher.h"
 #include "launch/local/process.h"
 #include "launch/overrides/override.h"
-#include "launch/sweep/dir_lock.h"
+#include "launch/jobs/dir_lock.h"
 
 namespace zsad::launch {
 
@@ -250,17 +250,21 @@ void write_config_record(const std::string& dir, const Node& resolved, const std
 
 }  // namespace
 
-void require_same_config_if_reused(const std::string& dir, const Node& resolved) {
-  // Only a new or empty directory, or one holding a zsad run, may become a run directory: results,
-  // checkpoints and logs would otherwise land among (and over) someone else's files.
+void require_same_config_if_reused(const std::string& dir, const Node& resolved, bool check_contents) {
+  // A run's results, checkpoints and logs must not land over another run's outputs that carry no
+  // record of what made them (a sweep's top level, a copied or damaged run).
   std::error_code ec;
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+  if (check_contents && fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw Error("--run-dir '" + dir + "' exists and is not a directory");
-  if (fs::exists(fs::path(dir) / "multirun.yaml", ec))
+  if (check_contents && fs::exists(fs::path(dir) / "multirun.yaml", ec))
     throw Error("--run-dir '" + dir + "' is a sweep directory (multirun.yaml); pass a new directory (a sweep " +
                 "continues with zsad sweep --resume " + dir + ")");
-  if (fs::is_directory(dir, ec) && !fs::is_empty(dir, ec) && !fs::exists(fs::path(dir) / ".zsad", ec))
-    throw Error("--run-dir '" + dir + "' is not empty and holds no zsad run (no .zsad/); pass a new or empty directory");
+  if (check_contents && fs::is_directory(dir, ec) && !fs::exists(fs::path(dir) / ".zsad", ec)) {
+    for (const char* output : {"results", "checkpoints", "eval", "scores", "panels", "logs", "run.log", "metrics.jsonl"})
+      if (fs::exists(fs::path(dir) / output, ec))
+        throw Error("--run-dir '" + dir + "' holds " + output + " but no zsad run record (.zsad/); pass a new " +
+                    "directory (its outputs would be overwritten)");
+  }
   const fs::path existing = fs::path(dir) / ".zsad" / "config.yaml";
   if (!fs::exists(existing) || config::read_text_file(existing.string()) == config_record_text(resolved)) return;
   try {
@@ -274,10 +278,11 @@ void require_same_config_if_reused(const std::string& dir, const Node& resolved)
               "continues that run)");
 }
 
-std::string make_run_dir(const Node& resolved, const std::string& name, const std::string& requested) {
+std::string make_run_dir(const Node& resolved, const std::string& name, const std::string& requested,
+                         bool check_contents) {
   std::string dir = requested;
   if (!dir.empty()) {
-    require_same_config_if_reused(dir, resolved);
+    require_same_config_if_reused(dir, resolved, check_contents);
   } else {
     const Node root = config::get_or_default(resolved, "output.root");
     const std::string base =
@@ -402,6 +407,8 @@ Running start_job(const JobPlan& job, const Node& resolved, const std::string& s
   so.env = {{"ZSAD_JOB_DIR", fs::absolute(job.dir).string()}};
   if (job.num >= 0) so.env.emplace_back("ZSAD_JOB_NUM", std::to_string(job.num));
   if (!sweep_dir.empty()) so.env.emplace_back("ZSAD_SWEEP_DIR", fs::absolute(sweep_dir).string());
+  // run_single holds the run directory's lock itself: the job's rank 0 must not take it again.
+  else so.env.emplace_back(kRunDirLockedEnv, fs::absolute(job.dir).lexically_normal().string());
   // The jobs running at once and their ranks share this machine's cores (the launchers keep a
   // value that is already set), unless the user chose.
   if (!std::getenv("OMP_NUM_THREADS")) {

@@ -68,12 +68,16 @@ void write_job_files(const std::string& dir, const config::Node& resolved, const
 void set_job_status(const std::string& dir, const std::string& status, int exit_code);
 // `--run-dir DIR` of a run that is already there: the same config continues it (training resumes
 // from its checkpoints); another config would overwrite its record, so that is a zsad::Error
-// naming DIR/.zsad/config.yaml.
-void require_same_config_if_reused(const std::string& dir, const config::Node& resolved);
+// naming DIR/.zsad/config.yaml. With `check_contents` (rank 0 / the driver) also a zsad::Error
+// when DIR is a file, a sweep directory, or holds zsad outputs (results/, checkpoints/, ...)
+// without a run record; other files (notes, an sbatch --output log) are left alone and allowed.
+void require_same_config_if_reused(const std::string& dir, const config::Node& resolved, bool check_contents = true);
 // The directory of a single run (`zsad run`/`zsad eval`), created: `requested` (--run-dir, checked
 // with require_same_config_if_reused) or a new <output.root>/outputs/<name>/<date>/<time>, with a
-// _1, _2, ... suffix when another run started in the same second.
-std::string make_run_dir(const config::Node& resolved, const std::string& name, const std::string& requested);
+// _1, _2, ... suffix when another run started in the same second. Ranks other than 0 of a launched
+// group pass check_contents = false: they may arrive after rank 0 has started writing.
+std::string make_run_dir(const config::Node& resolved, const std::string& name, const std::string& requested,
+                         bool check_contents = true);
 // Runs the config's task in this process as rank `r` of a launched group (`zsad launch -n N --
 // zsad run EXP --run-dir D`). Every rank passes the same `dir`; rank 0 records .zsad/config.yaml
 // and .zsad/overrides.yaml there (no job.yaml: no driver tracks the job's state).

@@ -85,7 +85,7 @@ struct DatasetContext {
   // the same bytes; every rank must call it equally often. Empty = single process.
   std::function<void(at::Tensor&)> allreduce_sum;
   int rank = 0, world_size = 1;      // this process in the evaluation (whatever launched it)
-  std::string run_dir;               // the run directory, shared by the ranks ("" = none: zsad predict)
+  std::string run_dir;               // the run directory, shared by the ranks (zsad predict: --out; "" = none)
 };
 
 // Few-shot support set of one class (normal training images). Empty images for zero-shot runs.

@@ -201,6 +201,15 @@ TEST(DataCli, ExistingOutputsAreReplacedOnlyWithForce) {
   EXPECT_EQ(files, m.train.size() + m.test.size() + masks + 3);
   EXPECT_EQ(m.test.size(), 10u);  // 5 classes x 2
   EXPECT_TRUE(fs::exists(ds / "notes.txt"));
+  // --force on a folder no `data synth` made deletes nothing.
+  const fs::path real = d.path / "real";
+  fs::create_directories(real / "capsule" / "train" / "good");
+  { std::ofstream(real / "meta.json") << "{}"; }
+  auto not_synth = run_command(zsad_binary() + " data synth --preset objects --size 64 --seed 1 --force --out " + real.string());
+  EXPECT_EQ(not_synth.exit_code, 1) << not_synth.output;
+  EXPECT_NE(not_synth.output.find("not a synthetic dataset"), std::string::npos) << not_synth.output;
+  EXPECT_TRUE(fs::exists(real / "capsule" / "train" / "good"));
+  EXPECT_TRUE(fs::exists(real / "meta.json"));
 
   TempDir t("index_force");
   build_tree(t.path);  // writes meta.json

@@ -266,6 +266,11 @@ TEST(RunCli, OneDriverPerRunOrSweepDirectory) {
       << second.err;
   EXPECT_EQ(zsad_test::read_file(run_dir + "/run.log"), log_before);  // the running job's log is untouched
   EXPECT_NE(zsad_test::read_file(run_dir + "/.zsad/job.yaml").find("status: running"), std::string::npos);
+  // What a SLURM task runs (`zsad job`, no driver): it locks too, while the driver's own job did not
+  // trip over the driver's lock.
+  auto job = zsad_test::run_zsad({"job", run_dir + "/.zsad/config.yaml"}, dir.str());
+  EXPECT_EQ(job.code, 1) << job.out << job.err;
+  EXPECT_NE(job.err.find("is in use by another zsad process"), std::string::npos) << job.err;
   kill(first.pid, SIGTERM);
   EXPECT_EQ(zsad_test::finish(first).code, 75);
   // The stopped run continues (and is stopped again at once: only the lock is under test here).
@@ -298,8 +303,9 @@ TEST(RunCli, OneDriverPerRunOrSweepDirectory) {
   EXPECT_EQ(zsad_test::finish(sweep).code, 75);
 }
 
-// --run-dir takes a new or empty directory, or one holding a zsad run; anything else is refused
-// before a file is written into it (results and checkpoints would land among other files).
+// --run-dir takes a new directory, one holding a zsad run, or one with unrelated files (notes, an
+// sbatch --output log); a file, a sweep directory, or zsad outputs without a run record are
+// refused before anything is written (they would be overwritten).
 TEST(RunCli, RunDirIsNewEmptyOrARun) {
   zsad_test::TempDir dir;
   const std::string exp = write_echo_experiment(dir);
@@ -309,9 +315,9 @@ TEST(RunCli, RunDirIsNewEmptyOrARun) {
     EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(fs::path(run_dir) / ".zsad" / "job.yaml")) << run_dir;
   };
-  zsad_test::write_file(dir.path / "mine/notes.txt", "my notes\n");
-  refused((dir.path / "mine").string(), "is not empty and holds no zsad run");
-  EXPECT_EQ(zsad_test::read_file(dir.path / "mine/notes.txt"), "my notes\n");
+  zsad_test::write_file(dir.path / "copied/results/synth.json", "{}\n");
+  refused((dir.path / "copied").string(), "holds results but no zsad run record");
+  EXPECT_EQ(zsad_test::read_file(dir.path / "copied/results/synth.json"), "{}\n");
   zsad_test::write_file(dir.path / "a_file", "x");
   refused((dir.path / "a_file").string(), "exists and is not a directory");
   zsad_test::write_file(dir.path / "sweep/multirun.yaml", "experiment: hello\n");
@@ -319,6 +325,9 @@ TEST(RunCli, RunDirIsNewEmptyOrARun) {
   fs::create_directories(dir.path / "empty");
   EXPECT_EQ(zsad_test::run_zsad({"run", exp, "--run-dir", (dir.path / "empty").string()}, dir.str()).code, 0);
   EXPECT_TRUE(fs::exists(dir.path / "empty/.zsad/config.yaml"));
+  zsad_test::write_file(dir.path / "mine/slurm-17.out", "sbatch log\n");
+  EXPECT_EQ(zsad_test::run_zsad({"run", exp, "--run-dir", (dir.path / "mine").string()}, dir.str()).code, 0);
+  EXPECT_EQ(zsad_test::read_file(dir.path / "mine/slurm-17.out"), "sbatch log\n");
 }
 
 // `zsad eval EXP checkpoint=PATH` with no such file (or a directory) says so, before a run

@@ -882,7 +882,8 @@ void predict(models::Method& method, const PredictOptions& o) {
     sup.images = to_tensor(buf, {K, 3, S_in, S_in});
   }
   method.prepare_class(sup);
-  // Only now: a method that cannot score (e.g. few-shot without --support) leaves no empty output.
+  // Only now: a method that cannot score (e.g. few-shot without --support) leaves no scores or
+  // overlay folder (its own state folder, e.g. OUT/apt, may exist).
   fs::create_directories(o.out_dir);
   if (o.overlays) fs::create_directories(fs::path(o.out_dir) / "overlays");
   const auto N = static_cast<int64_t>(o.images.size());

@@ -18,7 +18,9 @@ void register_core_schema(Schema& s) {
   s.section("launcher", "how each job's ranks are started");
   s.add("launcher.name", Type::kString, "local", "rank launcher").choices({"local", "mpirun", "slurm"});
   s.add("launcher.nproc", Type::kInt, 1, "ranks per job (local: processes on this machine)").at_least(1).at_most(65536);
-  s.add("launcher.master_port", Type::kInt, nullptr, "rendezvous port (null: pick a free port)").at_least(1).at_most(65535);
+  s.add("launcher.master_port", Type::kInt, nullptr, "rendezvous port (null or 0: pick a free port)")
+      .at_least(0)
+      .at_most(65535);
   s.add("launcher.mpirun_args", Type::kList, Node::list(), "extra arguments placed after 'mpirun'");
 
   s.section("task", "what a job runs: the job runner registered under task.name");

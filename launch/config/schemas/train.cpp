@@ -23,7 +23,7 @@ void register_train_schema(Schema& s) {
   s.add("train.eps", Type::kFloat, 1e-8, "Adam eps").at_least(0);
   s.add("train.grad_clip_norm", Type::kFloat, 0.0, "gradient clipping by global norm (<= 0: off)");
   s.add("train.on_nonfinite", Type::kString, "abort", "non-finite loss").choices({"abort", "skip"});
-  s.add("train.log_every", Type::kInt, 10, "steps between progress lines / metrics.jsonl records").at_least(1);
+  s.add("train.log_every", Type::kInt, 10, "steps between progress lines / metrics.jsonl records (0 = 1)").at_least(0);
   s.add("train.checkpoint_every", Type::kInt, 0, "steps between checkpoints (0: at the end and on a stop signal)").at_least(0);
   s.add("train.keep_last", Type::kInt, 2, "checkpoints kept (>= 2)").at_least(2);
   s.add("train.resume", Type::kBool, true, "continue from the newest valid checkpoint of the run directory");

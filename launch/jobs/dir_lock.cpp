@@ -1,4 +1,4 @@
-#include "launch/sweep/dir_lock.h"
+#include "launch/jobs/dir_lock.h"
 
 #include <sys/file.h>
 #include <fcntl.h>

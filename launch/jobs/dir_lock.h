@@ -10,6 +10,8 @@ namespace zsad::launch {
 
 inline constexpr const char* kRunDirLock = ".zsad/lock";      // in a run directory
 inline constexpr const char* kSweepDirLock = "multirun.lock";  // in a sweep directory, next to multirun.yaml
+// Set by a driver that holds a run directory's lock for the job it starts (value: the directory).
+inline constexpr const char* kRunDirLockedEnv = "ZSAD_RUN_DIR_LOCKED";
 
 class DirLock {
  public:
