@@ -18,10 +18,10 @@
 #include "common/exit_codes.h"
 #include "launch/config/compose.h"
 #include "launch/config/yaml_io.h"
+#include "launch/jobs/dir_lock.h"
 #include "launch/local/launcher.h"
 #include "launch/local/process.h"
 #include "launch/overrides/override.h"
-#include "launch/jobs/dir_lock.h"
 
 namespace zsad::launch {
 
