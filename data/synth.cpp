@@ -600,7 +600,12 @@ Meta synthesize_dataset(const SynthOptions& o, const std::string& out_dir) {
                       mix_seed(o.seed, preset_key, c, serial++)});
     }
   }
-  const fs::path root(out_dir);
+  // Rendered into a sibling staging folder and moved into place at the end: an interrupted
+  // generation leaves <out>.partial (removed by the next one), never a half dataset in <out>.
+  fs::path dest = fs::path(out_dir).lexically_normal();
+  if (dest.filename().empty()) dest = dest.parent_path();  // "dir/" -> "dir"
+  const fs::path root = dest.string() + ".partial";
+  fs::remove_all(root);
   for (const auto& j : jobs) {
     fs::create_directories((root / j.image_path).parent_path());
     if (!j.mask_path.empty()) fs::create_directories((root / j.mask_path).parent_path());
@@ -626,13 +631,22 @@ Meta synthesize_dataset(const SynthOptions& o, const std::string& out_dir) {
   for (auto& t : pool) t.join();
   for (const auto& e : errors)
     if (!e.empty()) throw Error(e);
-  Meta meta = index_dataset("mvtec", out_dir);
+  Meta meta = index_dataset("mvtec", root.string());  // this generation's classes only
   {
     std::ofstream sig(root / kSynthSignatureFile);
     sig << synth_signature(o) << "\n";
     if (!sig) throw Error((root / kSynthSignatureFile).string() + ": cannot write");
   }
-  write_meta(meta, (root / "meta.json").string());  // last: meta.json marks a complete dataset
+  fs::create_directories(dest);
+  std::vector<fs::path> staged;
+  for (const auto& e : fs::directory_iterator(root)) staged.push_back(e.path().filename());
+  for (const auto& name : staged)  // nothing is moved unless everything fits
+    if (fs::exists(dest / name))
+      throw Error((dest / name).string() + " already exists: " + dest.string() +
+                  " holds files of another generation (remove them, or generate elsewhere)");
+  for (const auto& name : staged) fs::rename(root / name, dest / name);
+  fs::remove_all(root);
+  write_meta(meta, (dest / "meta.json").string());  // last: meta.json marks a complete dataset
   return meta;
 }
 

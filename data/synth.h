@@ -58,7 +58,9 @@ std::string synth_signature(const SynthOptions& options);
 inline constexpr const char* kSynthSignatureFile = "synth_options.txt";
 
 // Writes OUT/<cls>/{train/good,test/good,test/<defect>,ground_truth/<defect>} and OUT/meta.json;
-// returns the index that was written.
+// returns the index that was written. Renders into OUT.partial and moves the result into OUT (an
+// interrupted run leaves only OUT.partial); throws, moving nothing, when OUT already holds an
+// entry of the same name (files of another generation are never mixed in).
 Meta synthesize_dataset(const SynthOptions& options, const std::string& out_dir);
 
 }  // namespace zsad::data

@@ -2,6 +2,7 @@
 // generate a synthetic dataset. All work is done by data/; this file parses flags and prints.
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "common/error.h"
@@ -135,12 +136,14 @@ int run_synth(const std::vector<std::string>& tokens) {
   o.defect_scale = args.get_double("defect-scale");
   if (!(o.defect_scale >= 0.25 && o.defect_scale <= 4)) throw zsad::UsageError("--defect-scale must be in [0.25, 4]");
   o.threads = static_cast<int>(args.get_int("threads"));
+  if (o.threads < 1 || o.threads > 256) throw zsad::UsageError("--threads must be in [1, 256]");
   if (o.size < 32) throw zsad::UsageError("--size must be >= 32");
   if (o.test_per_class < 2) throw zsad::UsageError("--images-per-class must be >= 2");
   const std::string out = args.get("out");
   // Generating over another dataset would mix two generations under one meta.json.
-  if (std::filesystem::exists(out) && !std::filesystem::is_empty(out)) {
-    namespace fs = std::filesystem;
+  namespace fs = std::filesystem;
+  if (fs::exists(out) && !fs::is_directory(out)) throw zsad::Error("--out '" + out + "' exists and is not a directory");
+  if (fs::exists(out) && !fs::is_empty(out)) {
     if (!args.on("force"))
       throw zsad::Error("--out '" + out + "' is not empty; pass a new or empty directory, or --force to replace " +
                         "the preset's files in it");
@@ -148,7 +151,13 @@ int run_synth(const std::vector<std::string>& tokens) {
     if (!fs::exists(fs::path(out) / zsad::data::kSynthSignatureFile))
       throw zsad::Error("--out '" + out + "' holds no " + zsad::data::kSynthSignatureFile +
                         ": not a synthetic dataset, so --force will not delete anything in it");
-    for (const auto& name : zsad::data::synth_preset(o.preset).classes) fs::remove_all(fs::path(out) / name);
+    // The earlier generation's classes (its preset may differ) and this one's.
+    std::string earlier;
+    std::getline(std::ifstream(fs::path(out) / zsad::data::kSynthSignatureFile), earlier);
+    std::vector<std::string> classes = zsad::data::synth_preset(o.preset).classes;
+    for (const auto& p : zsad::data::synth_presets())
+      if (earlier.rfind("preset=" + p.name + " ", 0) == 0) classes.insert(classes.end(), p.classes.begin(), p.classes.end());
+    for (const auto& name : classes) fs::remove_all(fs::path(out) / name);
     fs::remove(fs::path(out) / "meta.json");
     fs::remove(fs::path(out) / zsad::data::kSynthSignatureFile);
   }

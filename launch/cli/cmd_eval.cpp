@@ -152,6 +152,7 @@ int run_eval_command(const std::vector<std::string>& tokens) {
     std::cout << config::to_yaml(c.config, eo);
     return kExitSuccess;
   }
+  launch::check_job_config(c.config);
   // A checkpoint that is not there fails now, before a run directory is created for it.
   const config::Node ck = config::get_or_default(c.config, "eval.checkpoint");
   if (ck.is_string() && !ck.as_string().empty() && !std::filesystem::is_regular_file(ck.as_string()))
@@ -178,6 +179,8 @@ int run_eval_command(const std::vector<std::string>& tokens) {
 }  // namespace zsad::cli
 
 ZSAD_JOB_RUNNER("eval", "evaluate the method on every eval.datasets entry (checkpoint: eval.checkpoint)",
-                zsad::cli::eval_runner);
+                zsad::cli::eval_runner, [](const zsad::config::Node& cfg) {
+                  zsad::eval::dataset_specs_from(zsad::cli::flatten_config(cfg));
+                });
 ZSAD_COMMAND("eval", "evaluate an experiment's method on its test datasets: zsad eval EXP checkpoint=PATH [overrides]",
              zsad::cli::run_eval_command);

@@ -56,6 +56,7 @@ int run_run(const std::vector<std::string>& tokens) {
     for (const auto& [name, e] : zsad::launch::job_runner_registry()) known += (known.empty() ? "" : ", ") + name;
     throw zsad::Error("task.name '" + task + "' has no registered job runner in this build (known: " + known + ")");
   }
+  zsad::launch::check_job_config(c.config);
   // Started as one rank of a group (zsad launch -n N -- zsad run ..., mpirun): each rank would make
   // its own run directory and start its own launcher, so the ranks run the task in this process
   // and share --run-dir instead.

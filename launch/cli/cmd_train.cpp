@@ -70,6 +70,14 @@ trainer::TrainConfig train_config_from(const models::OptionMap& flat, const std:
   return c;
 }
 
+// The dataset settings of a train job (training set when training runs, eval sets when they are
+// evaluated), checked before the job starts: not after hours of training.
+void check_train_config(const config::Node& cfg) {
+  const models::OptionMap flat = flatten_config(cfg);
+  if (flat.flag("train.enabled", true) && !flat.sub("train.dataset").values.empty()) train_dataset_spec(flat);
+  if (flat.flag("train.eval", true)) eval::dataset_specs_from(flat);
+}
+
 int run_train(const launch::JobContext& job) {
   const config::Node& cfg = job.config;
   models::OptionMap flat = flatten_config(cfg);
@@ -83,8 +91,6 @@ int run_train(const launch::JobContext& job) {
   const bool rank0 = ctx.rank() == 0;
 
   try {
-    // The evaluation settings are checked now, not after hours of training.
-    if (flat.flag("train.eval", true)) eval::dataset_specs_from(flat);
     std::unique_ptr<models::Method> method = models::make_method(flat);
     const bool train_enabled = flat.flag("train.enabled", true) && method->trainable();
     if (flat.flag("train.enabled", true) && !method->trainable() && rank0)
@@ -190,6 +196,6 @@ int run_train_command(const std::vector<std::string>& tokens) {
 }  // namespace zsad::cli
 
 ZSAD_JOB_RUNNER("train", "train the method on train.dataset, then evaluate every eval.datasets entry",
-                zsad::cli::run_train);
+                zsad::cli::run_train, zsad::cli::check_train_config);
 ZSAD_COMMAND("train", "train an experiment's method, then evaluate it: zsad train EXP [overrides]",
              zsad::cli::run_train_command);

@@ -50,6 +50,19 @@ DirLock::DirLock(const std::string& dir, const std::string& file, const std::str
   }
 }
 
+std::string dir_lock_holder(const std::string& dir, const std::string& file) {
+  const fs::path path = fs::path(dir) / file;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";  // never locked
+  std::string holder;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+    std::getline(std::ifstream(path), holder);
+    if (holder.empty()) holder = "holder unknown";
+  }
+  ::close(fd);  // also drops the probe's own lock
+  return holder;
+}
+
 DirLock::~DirLock() {
   if (fd_ >= 0) ::close(fd_);  // releases the flock
 }

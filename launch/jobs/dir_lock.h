@@ -13,6 +13,10 @@ inline constexpr const char* kSweepDirLock = "multirun.lock";  // in a sweep dir
 // Set by a driver that holds a run directory's lock for the job it starts (value: the directory).
 inline constexpr const char* kRunDirLockedEnv = "ZSAD_RUN_DIR_LOCKED";
 
+// Who holds <dir>/<file> ("pid N on HOST, since T"), or "" when nobody does. For a caller that
+// would rather skip a busy directory than fail on it.
+std::string dir_lock_holder(const std::string& dir, const std::string& file);
+
 class DirLock {
  public:
   // Throws zsad::Error naming `what`, the directory and the holder when another process holds it.

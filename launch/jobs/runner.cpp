@@ -88,9 +88,9 @@ int run_echo(const JobContext& job) {
 }
 
 void register_builtins(std::map<std::string, JobRunnerEntry>& r) {
-  r["shell"] = {"run task.command with /bin/sh -c in the job directory", run_shell};
-  r["sleep"] = {"sleep task.seconds (SIGTERM/SIGINT: exit 75, resumable), then exit task.exit_code", run_sleep};
-  r["echo"] = {"print rank, job number, experiment and seed; exit task.exit_code", run_echo};
+  r["shell"] = {"run task.command with /bin/sh -c in the job directory", run_shell, {}};
+  r["sleep"] = {"sleep task.seconds (SIGTERM/SIGINT: exit 75, resumable), then exit task.exit_code", run_sleep, {}};
+  r["echo"] = {"print rank, job number, experiment and seed; exit task.exit_code", run_echo, {}};
 }
 
 int env_int(const char* name, int dflt) {
@@ -112,8 +112,15 @@ std::map<std::string, JobRunnerEntry>& job_runner_registry() {
   return *r;
 }
 
-void register_job_runner(const std::string& name, const std::string& doc, JobRunner fn) {
-  job_runner_registry()[name] = JobRunnerEntry{doc, std::move(fn)};
+void register_job_runner(const std::string& name, const std::string& doc, JobRunner fn, JobConfigCheck check) {
+  job_runner_registry()[name] = JobRunnerEntry{doc, std::move(fn), std::move(check)};
+}
+
+void check_job_config(const config::Node& cfg) {
+  const config::Node task = config::get_or_default(cfg, "task.name");
+  if (!task.is_string()) return;
+  auto it = job_runner_registry().find(task.as_string());
+  if (it != job_runner_registry().end() && it->second.check) it->second.check(cfg);
 }
 
 int run_job_config(const std::string& config_path) {
@@ -136,6 +143,7 @@ int run_job_config(const std::string& config_path) {
     for (const auto& [k, v] : reg) known += (known.empty() ? "" : ", ") + k;
     throw Error(config_path + ": task.name '" + name + "' has no registered job runner (known: " + known + ")");
   }
+  if (it->second.check) it->second.check(cfg);
   // Rank discovery (torchrun vars -> SLURM_PROCID/SLURM_NTASKS of an srun step -> OpenMPI -> single).
   dist::DistEnv d = dist::detect_env(dist::process_env());
   JobContext ctx{cfg, p.string(), job_dir, env_int("ZSAD_JOB_NUM", -1), d.rank, d.world_size};

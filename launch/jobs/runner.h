@@ -31,14 +31,22 @@ struct JobContext {
 
 using JobRunner = std::function<int(const JobContext&)>;
 
+// Checks a resolved config beyond the schema (e.g. dataset settings) and throws zsad::Error naming
+// the key: what would otherwise stop a job only after it started, or after a sweep's first jobs ran.
+using JobConfigCheck = std::function<void(const config::Node&)>;
+
 struct JobRunnerEntry {
   std::string doc;
   JobRunner run;
+  JobConfigCheck check;  // may be empty
 };
 
 // Registered runners by task name (the built-ins are present on first access).
 std::map<std::string, JobRunnerEntry>& job_runner_registry();
-void register_job_runner(const std::string& name, const std::string& doc, JobRunner fn);
+void register_job_runner(const std::string& name, const std::string& doc, JobRunner fn, JobConfigCheck check = {});
+// The check of cfg's task runner, if it has one (zsad run/eval before the run directory, zsad sweep
+// for every job before anything is created).
+void check_job_config(const config::Node& cfg);
 
 // Loads a resolved config and runs its task in this process; returns the runner's exit code.
 // Throws zsad::Error when task.name has no runner (listing the registered ones).
@@ -54,14 +62,14 @@ struct LaunchedRank {
 LaunchedRank launched_rank();
 
 struct JobRunnerRegistrar {
-  JobRunnerRegistrar(const std::string& name, const std::string& doc, JobRunner fn) {
-    register_job_runner(name, doc, std::move(fn));
+  JobRunnerRegistrar(const std::string& name, const std::string& doc, JobRunner fn, JobConfigCheck check = {}) {
+    register_job_runner(name, doc, std::move(fn), std::move(check));
   }
 };
 
 #define ZSAD_JOB_RUNNER_CONCAT2(a, b) a##b
 #define ZSAD_JOB_RUNNER_CONCAT(a, b) ZSAD_JOB_RUNNER_CONCAT2(a, b)
-#define ZSAD_JOB_RUNNER(name, doc, fn) \
-  static ::zsad::launch::JobRunnerRegistrar ZSAD_JOB_RUNNER_CONCAT(zsad_job_runner_, __LINE__)(name, doc, fn)
+#define ZSAD_JOB_RUNNER(name, doc, ...) \
+  static ::zsad::launch::JobRunnerRegistrar ZSAD_JOB_RUNNER_CONCAT(zsad_job_runner_, __LINE__)(name, doc, __VA_ARGS__)
 
 }  // namespace zsad::launch

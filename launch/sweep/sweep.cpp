@@ -199,7 +199,7 @@ SweepPlan plan_sweep(const std::string& experiment, const std::vector<std::strin
     jr.experiment = plan.experiment_file;
     jr.overrides = j.overrides;
     try {
-      config::compose(jr);
+      check_job_config(config::compose(jr).config);
     } catch (const UsageError&) {
       throw;
     } catch (const Error& e) {
@@ -573,6 +573,7 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
   size_t next = 0;
   int stopped_by = 0;
   std::vector<std::pair<int, std::string>> failed;
+  std::vector<int> busy;  // jobs whose directory another process holds
   int completed = 0, stopped = 0;
   auto finish = [&](const JobPlan& j, int code) {
     JobState st = code == 0                                     ? JobState::kCompleted
@@ -592,6 +593,13 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
   while (true) {
     while (!stopped_by && next < todo.size() && static_cast<int>(running.size()) < parallel) {
       const JobPlan& j = todo[next++];
+      // Still running from an earlier driver (one killed with SIGKILL leaves its jobs behind):
+      // neither start it again nor touch its record; a later --resume picks it up.
+      if (const std::string holder = dir_lock_holder(j.dir, kRunDirLock); !holder.empty()) {
+        busy.push_back(j.num);
+        if (!opts.quiet) std::cout << "[job " << j.num << "] still running (" << holder << "); not started" << std::endl;
+        continue;
+      }
       Node cfg;
       std::string err;
       GroupChoices choices;
@@ -659,10 +667,16 @@ int run_sweep(const SweepPlan& plan, bool resume, const RunOptions& opts) {
     if (!failed.empty()) std::cout << ", " << failed.size() << " failed";
     if (stopped) std::cout << ", " << stopped << " stopped";
     if (stopped_by && next < todo.size()) std::cout << ", " << todo.size() - next << " not started";
+    if (!busy.empty()) std::cout << ", " << busy.size() << " still running elsewhere";
     std::cout << std::endl;
   }
   for (const auto& [num, log] : failed) std::cerr << "zsad sweep: job " << num << " failed; log: " << log << "\n";
   if (!failed.empty()) return kExitError;
+  if (!busy.empty()) {
+    std::cerr << "zsad sweep: " << busy.size() << " job(s) still run under an earlier driver; when they end: "
+              << "zsad sweep --resume " << plan.sweep_dir << "\n";
+    return kExitError;
+  }
   if (stopped_by || stopped) {
     std::cerr << "zsad sweep: stopped; resume with: zsad sweep --resume " << plan.sweep_dir << "\n";
     return kExitStoppedResumable;

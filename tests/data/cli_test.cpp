@@ -224,6 +224,44 @@ TEST(DataCli, ExistingOutputsAreReplacedOnlyWithForce) {
   EXPECT_GT(read_meta((t.path / "meta.json").string()).test.size(), 0u);
 }
 
+// A generation renders into DIR.partial and moves the result into DIR: leftovers of an interrupted
+// one (DIR.partial, or class folders in DIR without a meta.json) are never mixed into the next
+// dataset (before: an interrupted 256-px generation left PNGs that the next 128-px one indexed).
+TEST(DataSynthCli, InterruptedGenerationIsNeverMixedIn) {
+  TempDir d("synth_interrupted");
+  const fs::path ds = d.path / "ds";
+  fs::create_directories(d.path / "ds.partial" / "gear" / "train" / "good");
+  { std::ofstream(d.path / "ds.partial" / "gear" / "train" / "good" / "999.png") << "stale"; }
+  const std::string gen = zsad_binary() + " data synth --preset objects --size 64 --images-per-class 2 --seed 3 --out ";
+  ASSERT_EQ(run_command(gen + ds.string()).exit_code, 0);
+  EXPECT_FALSE(fs::exists(d.path / "ds.partial"));
+  EXPECT_FALSE(fs::exists(ds / "gear" / "train" / "good" / "999.png"));
+  EXPECT_EQ(read_meta((ds / "meta.json").string()).test.size(), 10u);
+
+  // The evaluation's on-demand generation into a root holding an older generation's class folder
+  // and no meta.json: it stops naming the folder, and leaves it as it was.
+  const fs::path data = d.path / "data";
+  fs::create_directories(data / "synth_objects" / "gear" / "test" / "good");
+  { std::ofstream(data / "synth_objects" / "gear" / "test" / "good" / "000.png") << "old"; }
+  auto r = run_command("cd " + d.path.string() + " && ZSAD_DATA_ROOT=" + data.string() + " ZSAD_OUTPUT_ROOT=" +
+                       (d.path / "out").string() + " " + zsad_binary() + " run " + testing::source_dir() +
+                       "/experiments/apt_synth_fewshot.yaml method.apt.epochs=1");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("holds files of another generation"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(data / "synth_objects" / "meta.json"));
+  std::ifstream old(data / "synth_objects" / "gear" / "test" / "good" / "000.png");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(old), {}), "old");
+
+  // --force over a dataset of another preset removes that preset's classes too.
+  ASSERT_EQ(run_command(zsad_binary() + " data synth --preset textures --size 64 --images-per-class 2 --seed 1 --force --out " +
+                        ds.string()).exit_code, 0);
+  const Meta m = read_meta((ds / "meta.json").string());
+  EXPECT_EQ(m.test.classes.size(), 5u);
+  EXPECT_FALSE(fs::exists(ds / "gear"));
+  auto threads = run_command(gen + (d.path / "t").string() + " --threads 100000");
+  EXPECT_EQ(threads.exit_code, 2) << threads.output;
+}
+
 TEST(DataSynthCli, RunStopsOnASyntheticDatasetGeneratedWithOtherOptions) {
   // The demo's synth_textures generated with a larger defect scale than the config asks for:
   // the run must stop naming both option sets, and leave the existing dataset untouched.

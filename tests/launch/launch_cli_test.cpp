@@ -343,3 +343,38 @@ TEST(EvalCli, MissingCheckpointStopsBeforeARunDirectory) {
   EXPECT_NE(a_dir.err.find("is a directory; pass a checkpoint file"), std::string::npos) << a_dir.err;
   EXPECT_FALSE(fs::exists(dir.path / "outputs"));
 }
+
+// A sweep driver killed with SIGKILL leaves its running job behind (holding the job directory's
+// lock). `--resume` neither starts that job again nor marks it failed: it says it still runs,
+// runs the others, and exits 1 asking for another --resume once it has ended.
+TEST(SweepResumeCli, LeavesAJobStillRunningUnderAnEarlierDriverAlone) {
+  zsad_test::TempDir dir;
+  const std::string exp = (dir.path / "experiments/nap.yaml").string();
+  zsad_test::write_file(exp, "task:\n  name: sleep\n  seconds: 1\noutput:\n  root: " + dir.str() + "\n");
+  auto sweep = zsad_test::start({zsad_test::zsad_binary(), "sweep", exp, "task.seconds=60,0.1"}, dir.str(), {}, dir.str());
+  std::string sweep_dir;
+  ASSERT_TRUE(zsad_test::wait_until(
+      [&] {
+        if (!fs::exists(dir.path / "multirun")) return false;
+        for (const auto& e : fs::recursive_directory_iterator(dir.path / "multirun"))
+          if (e.path().filename() == "multirun.yaml") sweep_dir = e.path().parent_path().string();
+        return !sweep_dir.empty() && fs::exists(sweep_dir + "/0/run.log") &&
+               zsad_test::read_file(sweep_dir + "/0/run.log").find("sleep task: sleeping") != std::string::npos;
+      },
+      30));
+  kill(sweep.pid, SIGKILL);
+  zsad_test::finish(sweep);
+  const std::string holder = zsad_test::read_file(sweep_dir + "/0/.zsad/lock");
+  const std::string log0 = zsad_test::read_file(sweep_dir + "/0/run.log");
+  auto resume = zsad_test::run_zsad({"sweep", "--resume", sweep_dir}, dir.str());
+  EXPECT_EQ(resume.code, 1) << resume.out << resume.err;
+  EXPECT_NE(resume.out.find("[job 0] still running (pid "), std::string::npos) << resume.out;
+  EXPECT_NE(resume.err.find("zsad sweep --resume " + sweep_dir), std::string::npos) << resume.err;
+  EXPECT_NE(zsad_test::read_file(sweep_dir + "/0/.zsad/job.yaml").find("status: running"), std::string::npos);
+  EXPECT_EQ(zsad_test::read_file(sweep_dir + "/0/run.log"), log0);
+  EXPECT_NE(zsad_test::read_file(sweep_dir + "/1/.zsad/job.yaml").find("status: completed"), std::string::npos);
+  // End the orphan (its pid is in the lock file: "pid N on HOST, since T").
+  const pid_t orphan = static_cast<pid_t>(std::stol(holder.substr(4)));
+  ASSERT_GT(orphan, 1);
+  kill(orphan, SIGKILL);
+}

@@ -152,6 +152,20 @@ std::vector<DatasetSpec> dataset_specs_from(const models::OptionMap& cfg) {
     s.synth_anomaly_fraction = d.real("synth.anomaly_fraction", 0.4);
     s.synth_defect_scale = d.real("synth.defect_scale", 1.0);
     s.synth_seed = static_cast<uint64_t>(d.integer("synth.seed", 0));
+    if (!s.synth_preset.empty()) {  // the generator's own limits, named by key before anything runs
+      data::synth_preset(s.synth_preset);
+      auto bad = [&](const std::string& key, const std::string& want, const std::string& got) {
+        throw Error("config key '" + p + "synth." + key + "': expected " + want + ", got " + got);
+      };
+      if (s.synth_size < 32 || s.synth_size > 4096) bad("size", "32 .. 4096 pixels", std::to_string(s.synth_size));
+      if (s.synth_images_per_class < 2) bad("images_per_class", ">= 2", std::to_string(s.synth_images_per_class));
+      if (s.synth_train_per_class < 0) bad("train_per_class", ">= 0", std::to_string(s.synth_train_per_class));
+      if (!(s.synth_anomaly_fraction >= 0.3 && s.synth_anomaly_fraction <= 0.5))
+        bad("anomaly_fraction", "0.3 .. 0.5", fmt_num(s.synth_anomaly_fraction));
+      if (!(s.synth_defect_scale >= 0.25 && s.synth_defect_scale <= 4))
+        bad("defect_scale", "0.25 .. 4", fmt_num(s.synth_defect_scale));
+      if (d.integer("synth.seed", 0) < 0) bad("seed", ">= 0", std::to_string(d.integer("synth.seed", 0)));
+    }
     out.push_back(std::move(s));
   }
   return out;
