@@ -40,6 +40,8 @@ int run_index(const std::vector<std::string>& tokens) {
   const std::string layout = args.get("layout"), root = args.get("root");
   const std::string out = args.get_opt("out").value_or((std::filesystem::path(root) / "meta.json").string());
   // A meta.json may be hand-edited or the one published with the dataset: never replaced silently.
+  if (out != "-" && std::filesystem::is_directory(out))
+    throw zsad::Error("--out '" + out + "' is a directory; pass a file name");
   if (out != "-" && std::filesystem::exists(out) && !args.on("force"))
     throw zsad::Error(out + ": exists; pass --force to replace it, or --out FILE to write elsewhere");
   const zsad::data::Meta meta = zsad::data::index_dataset(layout, root);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -81,10 +82,30 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
   int port = opts.master_port > 0 ? opts.master_port : pick_free_port();
   SignalWatcher signals;
   std::vector<Rank> ranks(static_cast<size_t>(opts.nproc));
+  // A rank that cannot be started (no file descriptors, no processes left) ends the ones already
+  // running before the error propagates: none is left waiting for a peer that never comes.
+  auto abandon = [&](const std::string& why) {
+    for (auto& rk : ranks)
+      if (rk.running) {
+        signal_process_tree(rk.pid, SIGKILL);
+        waitpid(rk.pid, nullptr, 0);
+        rk.running = false;
+      }
+    throw Error(why);
+  };
   for (int r = 0; r < opts.nproc; ++r) {
     Rank& rank = ranks[static_cast<size_t>(r)];
     int out_pipe[2], err_pipe[2];
-    if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0) throw Error("pipe failed");
+    if (pipe(out_pipe) != 0)
+      abandon("cannot start rank " + std::to_string(r) + " of " + std::to_string(opts.nproc) + ": pipe: " +
+              std::strerror(errno) + " (ulimit -n?)");
+    if (pipe(err_pipe) != 0) {
+      const int err = errno;
+      close(out_pipe[0]);
+      close(out_pipe[1]);
+      abandon("cannot start rank " + std::to_string(r) + " of " + std::to_string(opts.nproc) + ": pipe: " +
+              std::strerror(err) + " (ulimit -n?)");
+    }
     for (int fd : {out_pipe[0], err_pipe[0]}) fcntl(fd, F_SETFD, FD_CLOEXEC);
     SpawnOptions so;
     so.argv = command;
@@ -99,7 +120,12 @@ int run_local(const std::vector<std::string>& command, const LocalLaunchOptions&
     if (!std::getenv("OMP_NUM_THREADS")) so.env.emplace_back("OMP_NUM_THREADS", std::to_string(omp_threads_for(opts.nproc)));
     so.stdout_fd = opts.prefix_output ? out_pipe[1] : -1;
     so.stderr_fd = opts.prefix_output ? err_pipe[1] : -1;
-    rank.pid = spawn(so);
+    try {
+      rank.pid = spawn(so);
+    } catch (const std::exception& e) {
+      for (int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+      abandon("cannot start rank " + std::to_string(r) + " of " + std::to_string(opts.nproc) + ": " + e.what());
+    }
     rank.running = true;
     close(out_pipe[1]);
     close(err_pipe[1]);

@@ -877,6 +877,8 @@ void predict(models::Method& method, const PredictOptions& o) {
   pp.eval_size = E;
   pp.upsample = models::parse_upsample(o.upsampling.empty() ? method.default_upsampling() : o.upsampling);
   pp.sigma = o.smoothing_sigma;
+  if (fs::exists(o.out_dir) && !fs::is_directory(o.out_dir))
+    throw Error("predict: --out '" + o.out_dir + "' exists and is not a directory");
   models::DatasetContext ctx;
   ctx.name = "predict";
   ctx.classes = {o.class_name};

@@ -34,8 +34,8 @@ ShotSelection sample_shots(const std::string& cls, const std::vector<data::Sampl
                            uint64_t seed) {
   if (k < 1) throw Error("method.apt.shots: expected >= 1, got " + std::to_string(k));
   if (static_cast<int64_t>(candidates.size()) < k)
-    throw Error("class '" + cls + "' has " + std::to_string(candidates.size()) + " normal training images, fewer than " +
-                std::to_string(k) + " shots");
+    throw Error("class '" + cls + "' has " + std::to_string(candidates.size()) + " normal images in its support set, fewer than " +
+                std::to_string(k) + " shots (raise eval.datasets.<name>.shots, or give zsad predict more --support images)");
   std::vector<int64_t> order(candidates.size());
   std::iota(order.begin(), order.end(), 0);
   data::Rng rng(data::mix_seed(seed, fnv1a64(cls), 0x5407));
