@@ -241,6 +241,22 @@ TEST(RunCli, ReusedRunDirNeedsTheSameConfig) {
   EXPECT_EQ(zsad_test::read_file(run_dir + "/.zsad/config.yaml"), recorded);
 }
 
+// The directory of the sweep started under dir.path, once its job 0 has announced its sleep (its
+// signal handlers are installed and it holds its directory); "" after 30 s without.
+std::string sweep_dir_once_job0_sleeps(const zsad_test::TempDir& dir) {
+  std::string sweep_dir;
+  const bool ok = zsad_test::wait_until(
+      [&] {
+        if (!fs::exists(dir.path / "multirun")) return false;
+        for (const auto& e : fs::recursive_directory_iterator(dir.path / "multirun"))
+          if (e.path().filename() == "multirun.yaml") sweep_dir = e.path().parent_path().string();
+        return !sweep_dir.empty() && fs::exists(sweep_dir + "/0/run.log") &&
+               zsad_test::read_file(sweep_dir + "/0/run.log").find("sleep task: sleeping") != std::string::npos;
+      },
+      30);
+  return ok ? sweep_dir : "";
+}
+
 // One driver per run directory and per sweep directory: a second `zsad run --run-dir D` (a double
 // submit, a requeue while the old job still runs) or `zsad sweep --resume` stops before writing,
 // naming the holder; the lock goes with the process, so the next run after a stop proceeds.
@@ -286,16 +302,8 @@ TEST(RunCli, OneDriverPerRunOrSweepDirectory) {
   EXPECT_EQ(zsad_test::finish(third).code, 75);
 
   auto sweep = zsad_test::start({zsad_test::zsad_binary(), "sweep", exp, "seed=1,2"}, dir.str(), {}, dir.str());
-  std::string sweep_dir;
-  ASSERT_TRUE(zsad_test::wait_until(
-      [&] {
-        if (!fs::exists(dir.path / "multirun")) return false;
-        for (const auto& e : fs::recursive_directory_iterator(dir.path / "multirun"))
-          if (e.path().filename() == "multirun.yaml") sweep_dir = e.path().parent_path().string();
-        return !sweep_dir.empty() && fs::exists(sweep_dir + "/0/run.log") &&
-               zsad_test::read_file(sweep_dir + "/0/run.log").find("sleep task: sleeping") != std::string::npos;
-      },
-      30));
+  const std::string sweep_dir = sweep_dir_once_job0_sleeps(dir);
+  ASSERT_FALSE(sweep_dir.empty()) << "job 0 of the sweep never started sleeping";
   auto resume = zsad_test::run_zsad({"sweep", "--resume", sweep_dir}, dir.str());
   EXPECT_EQ(resume.code, 1) << resume.out << resume.err;
   EXPECT_NE(resume.err.find("sweep directory '" + sweep_dir + "' is in use"), std::string::npos) << resume.err;
@@ -352,16 +360,8 @@ TEST(SweepResumeCli, LeavesAJobStillRunningUnderAnEarlierDriverAlone) {
   const std::string exp = (dir.path / "experiments/nap.yaml").string();
   zsad_test::write_file(exp, "task:\n  name: sleep\n  seconds: 1\noutput:\n  root: " + dir.str() + "\n");
   auto sweep = zsad_test::start({zsad_test::zsad_binary(), "sweep", exp, "task.seconds=60,0.1"}, dir.str(), {}, dir.str());
-  std::string sweep_dir;
-  ASSERT_TRUE(zsad_test::wait_until(
-      [&] {
-        if (!fs::exists(dir.path / "multirun")) return false;
-        for (const auto& e : fs::recursive_directory_iterator(dir.path / "multirun"))
-          if (e.path().filename() == "multirun.yaml") sweep_dir = e.path().parent_path().string();
-        return !sweep_dir.empty() && fs::exists(sweep_dir + "/0/run.log") &&
-               zsad_test::read_file(sweep_dir + "/0/run.log").find("sleep task: sleeping") != std::string::npos;
-      },
-      30));
+  const std::string sweep_dir = sweep_dir_once_job0_sleeps(dir);
+  ASSERT_FALSE(sweep_dir.empty()) << "job 0 of the sweep never started sleeping";
   kill(sweep.pid, SIGKILL);
   zsad_test::finish(sweep);
   const std::string holder = zsad_test::read_file(sweep_dir + "/0/.zsad/lock");
