@@ -107,8 +107,8 @@ int run_synth(const std::vector<std::string>& tokens) {
       .flag("anomaly-fraction", "fraction of anomalous test images, 0.3..0.5", "0.4")
       .flag("defect-scale", "defect size multiplier, 0.25..4 (1 = the presets' sizes)", "1")
       .flag("threads", "worker threads", "2")
-      .toggle("force", "generate into a non-empty --out: first delete its meta.json, synth_options.txt and the "
-                       "preset's class folders");
+      .toggle("force", "generate into a non-empty --out that zsad data synth made: first delete its meta.json, "
+                       "synth_options.txt and the class folders of its preset and of this one");
   args.parse(tokens);
   if (args.on("list-presets")) {
     for (const auto& p : zsad::data::synth_presets()) {
