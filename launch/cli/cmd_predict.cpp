@@ -81,6 +81,16 @@ int run_predict(const std::vector<std::string>& tokens) {
   if (args.has("support")) {
     po.support = image_files("support", args.list("support"));
     if (po.support.empty()) throw zsad::UsageError("--support: no image files found");
+    // A file named twice (a directory and a file inside it) is one shot, not two.
+    std::vector<std::string> unique;
+    for (const auto& f : po.support) {
+      const std::string canon = fs::weakly_canonical(f).string();
+      if (std::none_of(unique.begin(), unique.end(), [&](const std::string& u) { return fs::weakly_canonical(u) == canon; }))
+        unique.push_back(f);
+    }
+    if (unique.size() != po.support.size())
+      std::cerr << "zsad predict: note: " << po.support.size() - unique.size() << " repeated --support file(s) ignored\n";
+    po.support = unique;
   }
   po.out_dir = args.get("out");
   po.class_name = args.get("class");

@@ -260,7 +260,8 @@ void require_same_config_if_reused(const std::string& dir, const Node& resolved,
     throw Error("--run-dir '" + dir + "' is a sweep directory (multirun.yaml); pass a new directory (a sweep " +
                 "continues with zsad sweep --resume " + dir + ")");
   if (check_contents && fs::is_directory(dir, ec) && !fs::exists(fs::path(dir) / ".zsad", ec)) {
-    for (const char* output : {"results", "checkpoints", "eval", "scores", "panels", "logs", "run.log", "metrics.jsonl"})
+    for (const char* output : {"results", "checkpoints", "eval", "scores", "panels", "logs", "run.log", "metrics.jsonl",
+                               "outputs", "multirun"})
       if (fs::exists(fs::path(dir) / output, ec))
         throw Error("--run-dir '" + dir + "' holds " + output + " but no zsad run record (.zsad/); pass a new " +
                     "directory (its outputs would be overwritten)");

@@ -326,6 +326,8 @@ TEST(RunCli, RunDirIsNewEmptyOrARun) {
   zsad_test::write_file(dir.path / "copied/results/synth.json", "{}\n");
   refused((dir.path / "copied").string(), "holds results but no zsad run record");
   EXPECT_EQ(zsad_test::read_file(dir.path / "copied/results/synth.json"), "{}\n");
+  zsad_test::write_file(dir.path / "output_root/outputs/hello/keep.txt", "x");
+  refused((dir.path / "output_root").string(), "holds outputs but no zsad run record");
   zsad_test::write_file(dir.path / "a_file", "x");
   refused((dir.path / "a_file").string(), "exists and is not a directory");
   zsad_test::write_file(dir.path / "sweep/multirun.yaml", "experiment: hello\n");

@@ -483,5 +483,18 @@ TEST(AptPredictCli, SupportImagesGiveTheEvaluationsShotsAndScores) {
     ASSERT_TRUE(by_eval.count(rel)) << rel;
     EXPECT_EQ(by_eval.at(rel), score) << rel;
   }
+
+  // Again into the same OUT with one image and a repeated --support file: one overlay is left (the
+  // earlier 20 are replaced), and the repeat is one shot, not two.
+  const std::string one = (gear / "test" / "good" / "000.png").string();
+  const std::string again = zsad + "predict " + exp + common + "--images " + one +
+                            " --class gear --eval-size 128 --batch-size 8 --out " + out.string() + " --support" +
+                            support + " " + pool[0] + " > " + log + " 2>&1";
+  ASSERT_EQ(std::system(again.c_str()), 0) << again << "\n" << zsad::test::slurp(log);
+  EXPECT_NE(zsad::test::slurp(log).find("1 repeated --support file(s) ignored"), std::string::npos) << zsad::test::slurp(log);
+  int overlays = 0;
+  for (const auto& e : fs::directory_iterator(out / "overlays")) overlays += e.path().extension() == ".png";
+  EXPECT_EQ(overlays, 1);
+  EXPECT_EQ(csv_columns(out / "scores.csv", 0, 1).size(), 1u);
   fs::remove_all(root);
 }

@@ -901,6 +901,11 @@ void predict(models::Method& method, const PredictOptions& o) {
   // Only now: a method that cannot score (e.g. few-shot without --support) leaves no scores or
   // overlay folder (its own state folder, e.g. OUT/apt, may exist).
   fs::create_directories(o.out_dir);
+  // A rerun into the same OUT replaces the earlier overlays too, so they always match scores.csv.
+  for (const auto& e : fs::directory_iterator(o.out_dir))
+    if (e.path().filename() == "overlays" && e.is_directory())
+      for (const auto& f : fs::directory_iterator(e.path()))
+        if (f.path().extension() == ".png") fs::remove(f.path());
   if (o.overlays) fs::create_directories(fs::path(o.out_dir) / "overlays");
   const auto N = static_cast<int64_t>(o.images.size());
   std::vector<float> all_maps, sc;
